@@ -1,0 +1,251 @@
+// The tenet command. Subcommands are stable interfaces other tools script:
+//   tenet run MODEL.onnx --input NAME=FILE.npy ... --output-dir DIR [--threads N] [--bench N]
+//   tenet inspect MODEL.onnx [--input-shape NAME=1x3x224x224 ...]
+// Errors go to stderr with a non-zero exit status; `run --bench` ends its stdout with one JSON line.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "core/npy.h"
+#include "engine/cpu/compiled_model.h"
+#include "engine/onnx/importer.h"
+#include "engine/ops/op.h"
+
+namespace {
+
+using tenet::Result;
+using tenet::Shape;
+using tenet::Status;
+
+int fail(const Status& s) {
+  std::fprintf(stderr, "tenet: error: %s\n", s.to_string().c_str());
+  return s.code() == tenet::StatusCode::kInvalidArgument || s.code() == tenet::StatusCode::kNotFound ? 2 : 1;
+}
+
+Result<std::pair<std::string, std::string>> split_assignment(const std::string& arg, const char* flag) {
+  const size_t eq = arg.find('=');
+  if (eq == std::string::npos || eq == 0 || eq + 1 == arg.size()) {
+    return tenet::invalid_argument("{} expects NAME=VALUE, got '{}'", flag, arg);
+  }
+  return std::make_pair(arg.substr(0, eq), arg.substr(eq + 1));
+}
+
+Result<Shape> parse_shape(const std::string& text) {
+  Shape shape;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    const size_t x = text.find('x', pos);
+    const std::string part = text.substr(pos, x == std::string::npos ? std::string::npos : x - pos);
+    try {
+      size_t used = 0;
+      const long long v = std::stoll(part, &used);
+      if (used != part.size() || v < 0) throw std::invalid_argument(part);
+      shape.push_back(v);
+    } catch (const std::exception&) {
+      return tenet::invalid_argument("bad shape '{}': expected dims separated by 'x', e.g. 1x3x224x224", text);
+    }
+    if (x == std::string::npos) break;
+    pos = x + 1;
+  }
+  return shape;
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const double idx = p * static_cast<double>(v.size() - 1);
+  const size_t lo = static_cast<size_t>(idx);
+  const size_t hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (v[hi] - v[lo]) * (idx - static_cast<double>(lo));
+}
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+struct RunArgs {
+  std::string model;
+  std::vector<std::string> inputs;
+  std::string output_dir;
+  int threads = 0;
+  int bench = 0;
+  int warmup = 5;
+  bool reference = false;
+  bool quiet = false;
+};
+
+int cmd_run(const RunArgs& a) {
+  const auto t0 = std::chrono::steady_clock::now();
+  auto graph = tenet::onnx_import::import_model_file(a.model);
+  if (!graph.ok()) return fail(graph.status());
+  std::map<std::string, tenet::Tensor> feeds;
+  std::map<std::string, Shape> shapes;
+  for (const std::string& arg : a.inputs) {
+    auto kv = split_assignment(arg, "--input");
+    if (!kv.ok()) return fail(kv.status());
+    auto t = tenet::read_npy(kv->second);
+    if (!t.ok()) return fail(t.status().with_context("input '" + kv->first + "'"));
+    if (feeds.count(kv->first)) return fail(tenet::invalid_argument("input '{}' given twice", kv->first));
+    shapes[kv->first] = t->shape();
+    feeds[kv->first] = std::move(t).value();
+  }
+  for (tenet::ir::ValueId id : graph->inputs) {
+    const auto& v = graph->value(id);
+    if (!feeds.count(v.name)) {
+      return fail(tenet::invalid_argument("missing --input {}=FILE.npy ({} {})", v.name, tenet::dtype_name(v.dtype),
+                                          tenet::shape_to_string(v.shape)));
+    }
+  }
+  tenet::cpu::CompileOptions options;
+  options.threads = a.threads;
+  options.reference_only = a.reference;
+  auto model = tenet::cpu::compile_model(*graph, shapes, options);
+  if (!model.ok()) return fail(model.status());
+  const double compile_ms = ms_since(t0);
+  std::vector<tenet::ConstTensorView> in_views;
+  for (const auto& info : (*model)->inputs()) {
+    const tenet::Tensor& t = feeds.at(info.name);
+    if (t.dtype() != info.dtype) {
+      return fail(tenet::invalid_argument("input '{}' must be {}, the file holds {}", info.name, tenet::dtype_name(info.dtype),
+                                          tenet::dtype_name(t.dtype())));
+    }
+    in_views.push_back(t.view());
+  }
+  std::vector<tenet::Tensor> outputs;
+  const auto t_first = std::chrono::steady_clock::now();
+  Status s = (*model)->run(in_views, outputs);
+  if (!s.ok()) return fail(s);
+  const double first_ms = ms_since(t_first);
+
+  std::error_code ec;
+  std::filesystem::create_directories(a.output_dir, ec);
+  if (ec) return fail(tenet::invalid_argument("cannot create output directory '{}': {}", a.output_dir, ec.message()));
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const std::string& name = (*model)->outputs()[i].name;
+    std::string file = name;
+    std::replace_if(file.begin(), file.end(), [](char c) { return c == '/' || c == '\\' || c == '\0'; }, '_');
+    const std::string path = (std::filesystem::path(a.output_dir) / (file + ".npy")).string();
+    Status ws = tenet::write_npy(path, outputs[i].view());
+    if (!ws.ok()) return fail(ws);
+    if (!a.quiet) std::printf("wrote %s (%s %s)\n", path.c_str(), tenet::dtype_name(outputs[i].dtype()), tenet::shape_to_string(outputs[i].shape()).c_str());
+  }
+
+  std::vector<double> times;
+  if (a.bench > 0) {
+    for (int i = 0; i < a.warmup; ++i) {
+      Status w = (*model)->run(in_views, outputs);
+      if (!w.ok()) return fail(w);
+    }
+    for (int i = 0; i < a.bench; ++i) {
+      const auto tb = std::chrono::steady_clock::now();
+      Status r = (*model)->run(in_views, outputs);
+      times.push_back(ms_since(tb));
+      if (!r.ok()) return fail(r);
+    }
+  } else {
+    times.push_back(first_ms);
+  }
+  const auto& plan = (*model)->arena_plan();
+  nlohmann::json j;
+  j["model"] = a.model;
+  j["threads"] = (*model)->threads();
+  j["runs"] = times.size();
+  j["latency_ms_p50"] = percentile(times, 0.5);
+  j["latency_ms_p90"] = percentile(times, 0.9);
+  j["latency_ms_min"] = percentile(times, 0.0);
+  j["compile_ms"] = compile_ms;
+  j["peak_activation_bytes"] = plan.peak_bytes;
+  j["sum_activation_bytes"] = plan.total_bytes;
+  j["weight_bytes"] = (*model)->weight_bytes();
+  j["mode"] = a.reference ? "reference" : "cpu";
+  std::printf("%s\n", j.dump().c_str());
+  return 0;
+}
+
+struct InspectArgs {
+  std::string model;
+  std::vector<std::string> shapes;
+  bool show_plan = true;
+};
+
+int cmd_inspect(const InspectArgs& a) {
+  auto graph = tenet::onnx_import::import_model_file(a.model);
+  if (!graph.ok()) return fail(graph.status());
+  std::map<std::string, Shape> shapes;
+  for (const std::string& arg : a.shapes) {
+    auto kv = split_assignment(arg, "--input-shape");
+    if (!kv.ok()) return fail(kv.status());
+    auto shape = parse_shape(kv->second);
+    if (!shape.ok()) return fail(shape.status());
+    shapes[kv->first] = *shape;
+  }
+  // Dynamic dims not given default to 1 (batch 1).
+  for (tenet::ir::ValueId id : graph->inputs) {
+    const auto& v = graph->value(id);
+    if (shapes.count(v.name)) continue;
+    Shape s = v.shape;
+    for (int64_t& d : s) d = d < 0 ? 1 : d;
+    shapes[v.name] = s;
+  }
+  tenet::passes::PassStats stats;
+  const size_t imported_nodes = graph->nodes.size();
+  auto model = tenet::cpu::compile_model(*graph, shapes, tenet::cpu::CompileOptions{}, &stats);
+  if (!model.ok()) return fail(model.status());
+  const auto& m = **model;
+  std::printf("model: %s (opset %lld)\n", a.model.c_str(), static_cast<long long>(graph->opset));
+  for (const auto& in : m.inputs()) std::printf("input:  %s %s %s\n", in.name.c_str(), tenet::dtype_name(in.dtype), tenet::shape_to_string(in.shape).c_str());
+  for (const auto& out : m.outputs()) std::printf("output: %s %s %s\n", out.name.c_str(), tenet::dtype_name(out.dtype), tenet::shape_to_string(out.shape).c_str());
+  std::printf("nodes: %zu imported, %zu after optimization (%d folded, %d identities removed, %d batch norms folded, "
+              "%d activations fused, %d residual adds fused, %d GELUs fused)\n",
+              imported_nodes, m.graph().nodes.size(), stats.nodes_folded, stats.identities_removed, stats.batch_norms_folded,
+              stats.activations_fused, stats.residual_adds_fused, stats.gelus_fused);
+  std::printf("\n%-5s %-36s %-18s %-14s %-8s %-12s %14s\n", "step", "node", "op", "kernel", "layout", "post-ops", "FLOPs");
+  int64_t total_flops = 0;
+  for (size_t i = 0; i < m.steps().size(); ++i) {
+    const auto& s = m.steps()[i];
+    total_flops += s.flops;
+    std::string node = s.node.size() > 36 ? "..." + s.node.substr(s.node.size() - 33) : s.node;
+    std::printf("%-5zu %-36s %-18s %-14s %-8s %-12s %14lld\n", i, node.c_str(), s.op_type.c_str(), s.kernel.c_str(),
+                s.output_layout.c_str(), s.post_ops.c_str(), static_cast<long long>(s.flops));
+  }
+  std::printf("\ntotal: %.3f GFLOPs, parameters %zu bytes, scratchpad %zu bytes\n", static_cast<double>(total_flops) / 1e9,
+              m.weight_bytes(), m.scratchpad_bytes());
+  std::printf("\narena plan (greedy by size):\n%s", tenet::plan::format_plan(m.buffers(), m.arena_plan()).c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"tenet: confidential deep-learning inference (engine CLI)"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "tenet 0.1.0");
+
+  RunArgs run;
+  CLI::App* run_cmd = app.add_subcommand("run", "Run an ONNX model on .npy inputs and write one .npy per output");
+  run_cmd->add_option("model", run.model, "ONNX model file (opsets 11-17)")->required()->check(CLI::ExistingFile);
+  run_cmd->add_option("--input", run.inputs, "NAME=FILE.npy for each model input")->required();
+  run_cmd->add_option("--output-dir", run.output_dir, "Directory for <output name>.npy files")->required();
+  run_cmd->add_option("--threads", run.threads, "Worker threads (default: all cores)")->check(CLI::Range(0, 1024));
+  run_cmd->add_option("--bench", run.bench, "Also time N runs after warm-up; the last line of stdout is JSON")->check(CLI::Range(0, 1000000));
+  run_cmd->add_option("--warmup", run.warmup, "Warm-up runs before --bench timing (default 5)")->check(CLI::Range(0, 100000));
+  run_cmd->add_flag("--reference", run.reference, "Run every node with the plain reference kernels (slow; the oracle)");
+  run_cmd->add_flag("--quiet", run.quiet, "Print only the final JSON line");
+
+  InspectArgs inspect;
+  CLI::App* inspect_cmd = app.add_subcommand("inspect", "Print a model's compiled nodes, FLOPs, parameter bytes and arena plan");
+  inspect_cmd->add_option("model", inspect.model, "ONNX model file")->required()->check(CLI::ExistingFile);
+  inspect_cmd->add_option("--input-shape", inspect.shapes, "NAME=1x3x224x224 (dynamic dims default to 1)");
+
+  CLI11_PARSE(app, argc, argv);
+  if (run_cmd->parsed()) return cmd_run(run);
+  if (inspect_cmd->parsed()) return cmd_inspect(inspect);
+  return 2;
+}

@@ -1,0 +1,91 @@
+// A model compiled for the CPU for one set of input shapes: kernels chosen per node, layouts
+// assigned (blocked oneDNN layouts kept between oneDNN ops, reorders only at boundaries), one
+// activation arena planned from buffer lifetimes and allocated once. run() allocates nothing.
+//
+// One CompiledModel runs one request at a time (its arena is its state); a server keeps one per
+// worker thread.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "engine/ir/graph.h"
+#include "engine/passes/shape_inference.h"
+#include "engine/plan/arena_planner.h"
+
+namespace tenet::cpu {
+
+struct CompileOptions {
+  int threads = 0;              // 0: all cores
+  bool reference_only = false;  // run every node with the plain reference (the oracle)
+  passes::OptimizeOptions optimize;
+};
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kUndefined;
+  Shape shape;
+};
+
+// One executed step, for `tenet inspect` and tests.
+struct StepInfo {
+  std::string node;     // node name, or "reorder <value>"
+  std::string op_type;  // ONNX op, or "Reorder"/"Copy"
+  std::string kernel;   // "dnnl_conv", "reference", ...
+  std::string output_layout;
+  std::string post_ops;  // "sum+relu"
+  int64_t flops = 0;
+};
+
+class CompiledModel {
+ public:
+  ~CompiledModel();
+  CompiledModel(const CompiledModel&) = delete;
+  CompiledModel& operator=(const CompiledModel&) = delete;
+
+  // Compiles a graph already through passes::prepare_graph.
+  static Result<std::unique_ptr<CompiledModel>> compile(ir::Graph graph, const CompileOptions& options);
+
+  const std::vector<TensorInfo>& inputs() const { return inputs_; }
+  const std::vector<TensorInfo>& outputs() const { return outputs_; }
+  // Inputs in the order of inputs(), each with exactly the compiled dtype and shape. Outputs are
+  // written to `outputs` (allocated here on first use, reused afterwards).
+  Status run(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs);
+
+  const std::vector<plan::BufferRequest>& buffers() const { return buffers_; }
+  const plan::ArenaPlan& arena_plan() const { return arena_plan_; }
+  const std::vector<StepInfo>& steps() const { return step_info_; }
+  size_t scratchpad_bytes() const { return scratchpad_bytes_; }
+  size_t weight_bytes() const { return weight_bytes_; }
+  int threads() const { return threads_; }
+  const ir::Graph& graph() const;
+
+ private:
+  CompiledModel();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::vector<TensorInfo> inputs_, outputs_;
+  std::vector<plan::BufferRequest> buffers_;
+  plan::ArenaPlan arena_plan_;
+  std::vector<StepInfo> step_info_;
+  size_t scratchpad_bytes_ = 0;
+  size_t weight_bytes_ = 0;
+  int threads_ = 1;
+};
+
+// Import-to-executable in one call: copies `imported`, prepares it for `input_shapes` (inputs not
+// named keep the model's declared shapes) and compiles it. `stats` may be null.
+Result<std::unique_ptr<CompiledModel>> compile_model(const ir::Graph& imported,
+                                                     const std::map<std::string, Shape>& input_shapes,
+                                                     const CompileOptions& options,
+                                                     passes::PassStats* stats = nullptr);
+
+// Floating-point operations of one node (multiply-add = 2), 0 for data movement.
+int64_t node_flops(const ir::Graph& g, const ir::Node& n);
+
+}  // namespace tenet::cpu

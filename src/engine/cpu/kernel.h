@@ -1,0 +1,81 @@
+// CPU kernels: the executable form of one graph node (or of a layout conversion between nodes).
+//
+// Life cycle (XNNPACK's create -> reshape -> setup -> run, oneDNN's primitive descriptors):
+//   1. A factory builds the kernel for a node from the layouts its inputs currently have. The
+//      kernel states the layout it requires for each input (the compiler inserts reorders where
+//      they differ) and the layout of each output (oneDNN picks blocked layouts for
+//      convolutions; they stay blocked through the ops that accept them, with no reorder per
+//      layer), and the scratchpad bytes it needs.
+//   2. The compiler plans the arena, then bind() gives the kernel the addresses of its inputs,
+//      outputs and the shared scratchpad. Nothing is allocated after this point.
+//   3. execute() runs it. Kernels of one compiled model run one at a time on one stream.
+//
+// Implementations are tried in order, the plain reference last (oneDNN's
+// cpu_convolution_list.cpp): a factory returns nullptr when it does not support the node.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "core/status.h"
+#include "core/tensor.h"
+#include "engine/ir/graph.h"
+
+namespace tenet::cpu {
+
+// Where a value lives and how its bytes are arranged. For float32 values `md` is always set:
+// a plain (row-major) or a oneDNN blocked descriptor. Other dtypes are always plain and have an
+// empty md.
+struct Layout {
+  DType dtype = DType::kUndefined;
+  Shape shape;
+  dnnl::memory::desc md;
+  bool is_plain() const;
+  size_t size_bytes() const;
+  std::string describe() const;  // "plain", "nChw8c", "blocked"
+  bool operator==(const Layout& other) const;
+};
+
+Layout plain_layout(DType dtype, const Shape& shape);
+dnnl::memory::dims to_dims(const Shape& shape);
+// A oneDNN plain descriptor (row-major strides) for float32.
+dnnl::memory::desc plain_md(const Shape& shape);
+
+struct KernelInputs {
+  const ir::Graph& graph;
+  const ir::Node& node;
+  std::vector<Layout> input_layouts;  // current layouts of the node's inputs (absent: dtype kUndefined)
+  dnnl::engine& engine;
+};
+
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  virtual const char* name() const = 0;
+  // Called once after planning. `inputs`/`outputs` parallel the node's inputs/outputs (nullptr
+  // for absent ones); `scratchpad` has at least scratchpad_bytes().
+  virtual Status bind(std::span<void* const> inputs, std::span<void* const> outputs, void* scratchpad) = 0;
+  virtual Status execute(dnnl::stream& stream) = 0;
+
+  // Filled by the factory.
+  std::vector<Layout> required_inputs;  // per node input; must equal the layout at bind time
+  std::vector<Layout> outputs;          // per node output
+  // For each output, the index of an input whose buffer it may share (in place), or -1.
+  std::vector<int> in_place;
+  size_t scratchpad_bytes = 0;
+};
+
+using KernelFactory = Result<std::unique_ptr<Kernel>> (*)(KernelInputs& in);
+
+// oneDNN-backed kernels (dnnl_kernels.cc); each returns nullptr if the node is not supported.
+Result<std::unique_ptr<Kernel>> make_dnnl_kernel(KernelInputs& in);
+// The plain reference kernel for any op in the operator table (reference_kernel.cc).
+Result<std::unique_ptr<Kernel>> make_reference_kernel(KernelInputs& in);
+// Layout conversion from `src` to `dst` (same dims).
+Result<std::unique_ptr<Kernel>> make_reorder_kernel(const Layout& src, const Layout& dst, dnnl::engine& engine);
+
+}  // namespace tenet::cpu

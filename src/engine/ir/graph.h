@@ -1,0 +1,123 @@
+// tenet's graph IR: what the ONNX importer produces, the passes rewrite, and the compiler lowers.
+//
+// A Graph owns Values (tensors: graph inputs, initializers/constants, intermediates) and Nodes
+// (operators). Values are addressed by ValueId, an index into Graph::values; nodes refer to their
+// inputs and outputs by id, with kNoValue for an omitted optional input. A Value with a defined
+// `constant` is an initializer or a folded constant. Shapes are concrete once bind_input_shapes()
+// and shape inference have run (tenet compiles per input shape, as XNNPACK's reshape step does).
+//
+// Fusion passes attach PostOps to a node (Conv + Add + Relu -> one Conv with {sum, relu});
+// the residual operand of a `sum` post-op is appended to the node's inputs.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
+
+namespace tenet::ir {
+
+using ValueId = int32_t;
+inline constexpr ValueId kNoValue = -1;
+
+struct Attribute {
+  std::variant<int64_t, float, std::string, std::vector<int64_t>, std::vector<float>, Tensor> value;
+};
+
+struct Value {
+  std::string name;
+  DType dtype = DType::kUndefined;
+  Shape shape;               // valid when shape_known
+  bool shape_known = false;
+  Tensor constant;           // defined for initializers and folded constants
+  bool is_constant() const { return constant.defined(); }
+};
+
+// An operation fused into the epilogue of a node (oneDNN post-ops).
+struct PostOp {
+  enum class Kind {
+    kSum,          // dst += residual (the node's last input)
+    kRelu,         // max(x, 0)
+    kClip,         // min(max(x, alpha), beta)
+    kSigmoid,      // 1 / (1 + exp(-x))
+    kHardSigmoid,  // max(0, min(1, alpha * x + beta))
+    kHardSwish,    // x * max(0, min(1, x / 6 + 1 / 2))
+    kGeluErf,      // 0.5 x (1 + erf(x / sqrt 2))
+  };
+  Kind kind;
+  float alpha = 0.f;
+  float beta = 0.f;
+};
+const char* post_op_name(PostOp::Kind kind);
+
+struct Node {
+  std::string name;
+  std::string op_type;  // ONNX op type, or a tenet-internal one (no domain prefix)
+  std::string domain;   // "" for the default ONNX domain
+  std::vector<ValueId> inputs;
+  std::vector<ValueId> outputs;
+  std::map<std::string, Attribute> attrs;
+  std::vector<PostOp> post_ops;
+  bool dead = false;  // marked by passes; removed by Graph::compact()
+
+  bool has_attr(const std::string& key) const { return attrs.count(key) != 0; }
+  // Typed attribute access; error names the node when the attribute has another type.
+  Result<int64_t> attr_int(const std::string& key, std::optional<int64_t> fallback = std::nullopt) const;
+  Result<float> attr_float(const std::string& key, std::optional<float> fallback = std::nullopt) const;
+  Result<std::string> attr_string(const std::string& key, std::optional<std::string> fallback = std::nullopt) const;
+  Result<std::vector<int64_t>> attr_ints(const std::string& key,
+                                         std::optional<std::vector<int64_t>> fallback = std::nullopt) const;
+  Result<std::vector<float>> attr_floats(const std::string& key,
+                                         std::optional<std::vector<float>> fallback = std::nullopt) const;
+  Result<Tensor> attr_tensor(const std::string& key) const;
+  // "node 'conv1' (Conv)" for error messages.
+  std::string describe() const;
+  // Number of inputs that are present (not kNoValue) counting from the front.
+  ValueId input(size_t i) const { return i < inputs.size() ? inputs[i] : kNoValue; }
+};
+
+class Graph {
+ public:
+  std::string name;
+  int64_t opset = 0;
+  std::vector<Value> values;
+  std::vector<Node> nodes;  // topological order after topo_sort()
+  std::vector<ValueId> inputs;   // graph inputs fed at run time (initializers excluded)
+  std::vector<ValueId> outputs;
+
+  ValueId add_value(Value v);
+  ValueId add_constant(std::string name, Tensor t);
+  Value& value(ValueId id) { return values[static_cast<size_t>(id)]; }
+  const Value& value(ValueId id) const { return values[static_cast<size_t>(id)]; }
+  // A fresh value name unique in the graph, derived from `base`.
+  std::string unique_name(const std::string& base);
+
+  // Orders nodes so that producers precede consumers; error on a cycle or on a value produced
+  // twice or used without a producer (and not an input or constant).
+  Status topo_sort();
+  // For each value, the index of its producing node (or -1).
+  std::vector<int> producers() const;
+  // For each value, the indices of the nodes that consume it.
+  std::vector<std::vector<int>> consumers() const;
+  // Replaces every use of `from` (node inputs and graph outputs) by `to`.
+  void replace_all_uses(ValueId from, ValueId to);
+  // Marks nodes whose outputs reach no graph output as dead, then compacts.
+  void remove_dead_nodes();
+  // Drops dead nodes and values no node or graph output references (keeping graph inputs).
+  void compact();
+  // Sanity checks: ids in range, every used value has a source. Run after every pass in tests.
+  Status validate() const;
+
+  // Counts for reporting.
+  size_t live_node_count() const;
+
+ private:
+  std::map<std::string, int> name_counter_;
+};
+
+}  // namespace tenet::ir

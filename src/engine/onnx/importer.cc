@@ -1,0 +1,249 @@
+#include "engine/onnx/importer.h"
+
+#include <climits>
+#include <cstring>
+#include <fstream>
+#include <unordered_map>
+
+#include <google/protobuf/io/coded_stream.h>
+#include <onnx/onnx_pb.h>
+
+#include "core/safe_math.h"
+#include "engine/ops/op.h"
+
+namespace tenet::onnx_import {
+namespace {
+
+// Copies a typed repeated field into tensor storage, checking the count first.
+template <typename Dst, typename Field>
+Status copy_typed(const Field& field, int64_t count, Tensor& t, const std::string& name) {
+  if (field.size() != count) {
+    return invalid_argument("initializer '{}' declares {} elements but holds {}", name, count, field.size());
+  }
+  Dst* dst = t.as<Dst>();
+  for (int64_t i = 0; i < count; ++i) dst[i] = static_cast<Dst>(field.Get(static_cast<int>(i)));
+  return ok_status();
+}
+
+Result<Tensor> convert_tensor(const onnx::TensorProto& tp, const std::string& context) {
+  const std::string name = tp.name().empty() ? context : tp.name();
+  if (tp.data_location() == onnx::TensorProto::EXTERNAL || tp.external_data_size() > 0) {
+    return unimplemented("tensor '{}' uses external data, which tenet does not load; re-export with the weights inside the model", name);
+  }
+  if (tp.has_segment()) return unimplemented("tensor '{}' is segmented, which tenet does not support", name);
+  DType dtype = dtype_from_onnx(tp.data_type());
+  if (dtype == DType::kUndefined) {
+    return unimplemented("tensor '{}' has ONNX data type {}, which tenet does not support", name, tp.data_type());
+  }
+  if (tp.dims_size() > kMaxRank) return out_of_range("tensor '{}' has rank {} (max {})", name, tp.dims_size(), kMaxRank);
+  Shape shape(tp.dims().begin(), tp.dims().end());
+  auto t_or = Tensor::zeros(dtype, shape);
+  if (!t_or.ok()) return t_or.status().with_context(fmt::format("tensor '{}'", name));
+  Tensor t = std::move(t_or).value();
+  const int64_t count = t.numel();
+  if (tp.has_raw_data()) {
+    if (tp.raw_data().size() != t.size_bytes()) {
+      return invalid_argument("tensor '{}' of {} {} needs {} bytes of raw data, has {}", name, dtype_name(dtype),
+                              shape_to_string(shape), t.size_bytes(), tp.raw_data().size());
+    }
+    if (t.size_bytes()) std::memcpy(t.data(), tp.raw_data().data(), t.size_bytes());
+    return t;
+  }
+  Status s;
+  switch (dtype) {
+    case DType::kFloat32: s = copy_typed<float>(tp.float_data(), count, t, name); break;
+    case DType::kFloat64: s = copy_typed<double>(tp.double_data(), count, t, name); break;
+    case DType::kInt64: s = copy_typed<int64_t>(tp.int64_data(), count, t, name); break;
+    case DType::kInt32: s = copy_typed<int32_t>(tp.int32_data(), count, t, name); break;
+    case DType::kInt16: s = copy_typed<int16_t>(tp.int32_data(), count, t, name); break;
+    case DType::kInt8: s = copy_typed<int8_t>(tp.int32_data(), count, t, name); break;
+    case DType::kUint8: s = copy_typed<uint8_t>(tp.int32_data(), count, t, name); break;
+    case DType::kBool: s = copy_typed<uint8_t>(tp.int32_data(), count, t, name); break;
+    case DType::kFloat16: s = copy_typed<uint16_t>(tp.int32_data(), count, t, name); break;
+    default: return unimplemented("tensor '{}': dtype {} not supported", name, dtype_name(dtype));
+  }
+  TENET_RETURN_IF_ERROR(s);
+  return t;
+}
+
+Result<ir::Attribute> convert_attribute(const onnx::AttributeProto& a, const ir::Node& node) {
+  using A = onnx::AttributeProto;
+  ir::Attribute out;
+  switch (a.type()) {
+    case A::FLOAT: out.value = a.f(); break;
+    case A::INT: out.value = static_cast<int64_t>(a.i()); break;
+    case A::STRING: out.value = a.s(); break;
+    case A::FLOATS: out.value = std::vector<float>(a.floats().begin(), a.floats().end()); break;
+    case A::INTS: out.value = std::vector<int64_t>(a.ints().begin(), a.ints().end()); break;
+    case A::TENSOR: {
+      auto t = convert_tensor(a.t(), node.name + "." + a.name());
+      if (!t.ok()) return t.status().with_context(node.describe());
+      out.value = std::move(t).value();
+      break;
+    }
+    default:
+      return unimplemented("{}: attribute '{}' has type {} (graphs, sparse tensors and type protos are not supported)",
+                           node.describe(), a.name(), static_cast<int>(a.type()));
+  }
+  return out;
+}
+
+class Importer {
+ public:
+  Result<ir::Graph> run(const onnx::ModelProto& model) {
+    if (model.ir_version() > kMaxIrVersion) {
+      return unimplemented("model IR version {} is newer than the {} tenet supports", model.ir_version(), kMaxIrVersion);
+    }
+    int64_t opset = -1;
+    for (const auto& imp : model.opset_import()) {
+      if (imp.domain().empty() || imp.domain() == "ai.onnx") opset = imp.version();
+    }
+    if (opset < 0) {
+      if (model.opset_import_size() == 0) opset = kMinOpset;  // IR < 3 models carry no opset import
+      else return invalid_argument("model imports no opset of the default ONNX domain");
+    }
+    if (opset < kMinOpset || opset > kMaxOpset) {
+      return unimplemented("model uses ONNX opset {}; tenet supports opsets {} to {}", opset, kMinOpset, kMaxOpset);
+    }
+    g_.opset = opset;
+    const onnx::GraphProto& gp = model.graph();
+    g_.name = gp.name();
+    if (gp.sparse_initializer_size() > 0) return unimplemented("sparse initializers are not supported");
+
+    for (const auto& init : gp.initializer()) {
+      if (init.name().empty()) return invalid_argument("an initializer has no name");
+      if (by_name_.count(init.name())) return invalid_argument("initializer '{}' is defined twice", init.name());
+      auto t = convert_tensor(init, init.name());
+      if (!t.ok()) return t.status();
+      by_name_[init.name()] = g_.add_constant(init.name(), std::move(t).value());
+    }
+    for (const auto& in : gp.input()) {
+      if (by_name_.count(in.name())) continue;  // an initializer listed as input (IR < 4 style)
+      if (in.name().empty()) return invalid_argument("a graph input has no name");
+      TENET_ASSIGN_OR_RETURN(ir::Value v, convert_value_info(in));
+      ir::ValueId id = g_.add_value(std::move(v));
+      by_name_[in.name()] = id;
+      g_.inputs.push_back(id);
+    }
+    int index = 0;
+    for (const auto& np : gp.node()) {
+      TENET_RETURN_IF_ERROR(add_node(np, index++));
+    }
+    for (const auto& out : gp.output()) {
+      auto it = by_name_.find(out.name());
+      if (it == by_name_.end()) return invalid_argument("graph output '{}' is not produced by any node", out.name());
+      g_.outputs.push_back(it->second);
+    }
+    if (g_.outputs.empty()) return invalid_argument("model has no outputs");
+    TENET_RETURN_IF_ERROR(g_.topo_sort());
+    return std::move(g_);
+  }
+
+ private:
+  Result<ir::Value> convert_value_info(const onnx::ValueInfoProto& vi) {
+    ir::Value v;
+    v.name = vi.name();
+    if (!vi.type().has_tensor_type()) return unimplemented("graph input '{}' is not a tensor", vi.name());
+    const auto& tt = vi.type().tensor_type();
+    v.dtype = dtype_from_onnx(tt.elem_type());
+    if (v.dtype == DType::kUndefined) {
+      return unimplemented("graph input '{}' has ONNX element type {}, which tenet does not support", vi.name(), tt.elem_type());
+    }
+    if (tt.has_shape()) {
+      if (tt.shape().dim_size() > kMaxRank) return out_of_range("graph input '{}' has rank {}", vi.name(), tt.shape().dim_size());
+      for (const auto& d : tt.shape().dim()) {
+        if (d.has_dim_value()) {
+          if (d.dim_value() < 0) return invalid_argument("graph input '{}' has a negative dimension", vi.name());
+          v.shape.push_back(d.dim_value());
+        } else {
+          v.shape.push_back(-1);  // dim_param or unknown: bound at compile time
+        }
+      }
+    } else {
+      return unimplemented("graph input '{}' declares no shape", vi.name());
+    }
+    v.shape_known = false;
+    return v;
+  }
+
+  ir::ValueId value_for(const std::string& name) {
+    auto it = by_name_.find(name);
+    if (it != by_name_.end()) return it->second;
+    ir::Value v;
+    v.name = name;
+    ir::ValueId id = g_.add_value(std::move(v));
+    by_name_[name] = id;
+    return id;
+  }
+
+  Status add_node(const onnx::NodeProto& np, int index) {
+    ir::Node n;
+    n.op_type = np.op_type();
+    n.domain = np.domain() == "ai.onnx" ? "" : np.domain();
+    n.name = np.name().empty() ? fmt::format("{}_{}", np.op_type(), index) : np.name();
+    if (!n.domain.empty()) {
+      return unimplemented("{}: operator domain '{}' is not supported (only the default ONNX domain)", n.describe(), n.domain);
+    }
+    if (ops::find_op(n.op_type, g_.opset) == nullptr) {
+      return unimplemented("{}: operator '{}' at opset {} is not supported by tenet", n.describe(), n.op_type, g_.opset);
+    }
+    for (const auto& a : np.attribute()) {
+      if (a.name().empty()) return invalid_argument("{}: an attribute has no name", n.describe());
+      if (n.attrs.count(a.name())) return invalid_argument("{}: attribute '{}' given twice", n.describe(), a.name());
+      if (!a.ref_attr_name().empty()) return unimplemented("{}: attribute references are not supported", n.describe());
+      TENET_ASSIGN_OR_RETURN(ir::Attribute attr, convert_attribute(a, n));
+      n.attrs[a.name()] = std::move(attr);
+    }
+    for (const auto& in : np.input()) n.inputs.push_back(in.empty() ? ir::kNoValue : value_for(in));
+    for (const auto& out : np.output()) {
+      if (out.empty()) {
+        n.outputs.push_back(ir::kNoValue);
+        continue;
+      }
+      auto it = by_name_.find(out);
+      if (it != by_name_.end() && (produced_.count(out) || g_.value(it->second).is_constant() ||
+                                   std::find(g_.inputs.begin(), g_.inputs.end(), it->second) != g_.inputs.end())) {
+        return invalid_argument("{}: output '{}' is already defined elsewhere", n.describe(), out);
+      }
+      produced_[out] = true;
+      n.outputs.push_back(value_for(out));
+    }
+    g_.nodes.push_back(std::move(n));
+    return ok_status();
+  }
+
+  ir::Graph g_;
+  std::unordered_map<std::string, ir::ValueId> by_name_;
+  std::unordered_map<std::string, bool> produced_;
+};
+
+}  // namespace
+
+Result<ir::Graph> import_model_bytes(std::span<const std::byte> bytes) {
+  if (bytes.size() > kMaxModelBytes) return out_of_range("model is {} bytes; the limit is 2 GiB", bytes.size());
+  onnx::ModelProto model;
+  google::protobuf::io::CodedInputStream stream(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                                static_cast<int>(bytes.size()));
+  stream.SetTotalBytesLimit(INT_MAX);
+  stream.SetRecursionLimit(64);
+  if (!model.ParseFromCodedStream(&stream) || !stream.ConsumedEntireMessage()) {
+    return data_loss("not a valid ONNX model: the protobuf is truncated or corrupted");
+  }
+  return Importer().run(model);
+}
+
+Result<ir::Graph> import_model_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) return not_found("cannot open model file '{}'", path);
+  const std::streamoff size = f.tellg();
+  if (size < 0) return invalid_argument("cannot read model file '{}'", path);
+  if (static_cast<size_t>(size) > kMaxModelBytes) return out_of_range("model file '{}' is {} bytes; the limit is 2 GiB", path, size);
+  std::vector<std::byte> bytes(static_cast<size_t>(size));
+  f.seekg(0);
+  if (!f.read(reinterpret_cast<char*>(bytes.data()), size)) return data_loss("cannot read model file '{}'", path);
+  auto g = import_model_bytes(bytes);
+  if (!g.ok()) return g.status().with_context(path);
+  return g;
+}
+
+}  // namespace tenet::onnx_import

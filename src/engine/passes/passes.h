@@ -1,0 +1,37 @@
+// Graph passes. Each takes a graph whose shapes have been inferred (see shape_inference.h) and
+// rewrites it in place, keeping Value shapes/dtypes correct for every value it creates or keeps.
+// Each returns the number of rewrites it made through `count` (for `tenet inspect` and tests).
+#pragma once
+
+#include "core/status.h"
+#include "engine/ir/graph.h"
+
+namespace tenet::passes {
+
+struct PassStats {
+  int identities_removed = 0;
+  int batch_norms_folded = 0;
+  int activations_fused = 0;
+  int residual_adds_fused = 0;
+  int gelus_fused = 0;
+  int nodes_folded = 0;      // constant folding (shape_inference.cc)
+  int dead_nodes_removed = 0;
+};
+
+// Identity and inference-mode Dropout become their input (graph outputs keep their names).
+Status eliminate_identities(ir::Graph& g, PassStats& stats);
+// Conv -> BatchNormalization with constant parameters: folded into the Conv's weights and bias.
+Status fold_batch_norm(ir::Graph& g, PassStats& stats);
+// Erf-based GELU subgraph (x * 0.5 * (1 + erf(x / sqrt(2))), in the orders exporters emit) ->
+// one Gelu node (approximate="none").
+Status fuse_gelu(ir::Graph& g, PassStats& stats);
+// Conv / Gemm / MatMul / BatchNormalization / Add followed by an activation (Relu, Clip with
+// constant bounds, Sigmoid, HardSigmoid, HardSwish, Gelu) whose input has no other consumer:
+// the activation becomes a post-op of the producer.
+Status fuse_activations(ir::Graph& g, PassStats& stats);
+// Conv -> Add(conv_out, other) with same shapes and conv_out consumed only by the Add:
+// the Add becomes a kSum post-op (other appended to the Conv's inputs). Must run before
+// fuse_activations so that Conv+Add+Relu becomes Conv{sum, relu}.
+Status fuse_residual_add(ir::Graph& g, PassStats& stats);
+
+}  // namespace tenet::passes
