@@ -131,4 +131,4 @@ class [[nodiscard]] Result {
   lhs = std::move(tmp).value()
 
 #define TENET_ASSIGN_OR_RETURN(lhs, expr) \
-  TENET_ASSIGN_OR_RETURN_IMPL_(TENET_CONCAT_(tenet_result_, __LINE__), lhs, expr)
+  TENET_ASSIGN_OR_RETURN_IMPL_(TENET_CONCAT_(tenet_result_, __COUNTER__), lhs, expr)

@@ -407,22 +407,23 @@ Result<std::unique_ptr<Kernel>> make_concat(KernelInputs& in) {
   int64_t axis = n.attr_int("axis", 0).value();
   if (axis < 0) axis += rank;
   if (rank == 0 || axis < 0 || axis >= rank) return KernelPtr{};
-  // Keep a blocked layout when every input shares it; otherwise concatenate plain tensors.
-  const std::string first = in.input_layouts[0].describe();
-  bool same = first != "blocked";
-  for (const Layout& l : in.input_layouts) same = same && l.describe() == first;
+  // Concatenate in the first named blocked format among the inputs (converting the others), so
+  // that one plain input does not push the rest of the network out of blocked layouts.
+  tag target = tag::undef;
+  for (const Layout& l : in.input_layouts) {
+    if (target == tag::undef) target = blocked_tag(l);
+  }
   std::vector<memory::desc> srcs;
   auto k = std::make_unique<DnnlKernel>("dnnl_concat", in.engine);
   for (size_t i = 0; i < n.inputs.size(); ++i) {
-    Layout l = same ? in.input_layouts[i] : plain_layout(DType::kFloat32, in.input_layouts[i].shape);
+    const Shape& s = in.input_layouts[i].shape;
+    Layout l = target != tag::undef ? tagged_layout(s, target) : plain_layout(DType::kFloat32, s);
     if (numel(l.shape) == 0) return KernelPtr{};
     srcs.push_back(l.md);
     k->required_inputs.push_back(l);
   }
-  memory::desc dst_md = same && first != "plain" ? memory::desc() : plain_md(y.shape);
-  dnnl::concat::primitive_desc pd = dst_md.is_zero()
-      ? dnnl::concat::primitive_desc(static_cast<int>(axis), srcs, in.engine, base_attr())
-      : dnnl::concat::primitive_desc(dst_md, static_cast<int>(axis), srcs, in.engine, base_attr());
+  memory::desc dst_md = target != tag::undef ? memory::desc(to_dims(y.shape), dt::f32, target) : plain_md(y.shape);
+  dnnl::concat::primitive_desc pd(dst_md, static_cast<int>(axis), srcs, in.engine, base_attr());
   k->outputs = {layout_of(y.shape, pd.dst_desc())};
   k->in_place = {-1};
   for (size_t i = 0; i < srcs.size(); ++i) k->bind_input(DNNL_ARG_MULTIPLE_SRC + static_cast<int>(i), static_cast<int>(i), srcs[i]);

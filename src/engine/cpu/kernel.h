@@ -44,6 +44,10 @@ Layout plain_layout(DType dtype, const Shape& shape);
 dnnl::memory::dims to_dims(const Shape& shape);
 // A oneDNN plain descriptor (row-major strides) for float32.
 dnnl::memory::desc plain_md(const Shape& shape);
+// The named 4-D blocked format of a layout (nChw8c, nChw16c, nhwc, nChw4c), or `undef`.
+dnnl::memory::format_tag blocked_tag(const Layout& l);
+// A float32 layout of `shape` in format `tag`.
+Layout tagged_layout(const Shape& shape, dnnl::memory::format_tag tag);
 
 struct KernelInputs {
   const ir::Graph& graph;

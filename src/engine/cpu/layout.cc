@@ -33,16 +33,34 @@ size_t Layout::size_bytes() const {
   return static_cast<size_t>(numel(shape)) * dtype_size(dtype);
 }
 
+namespace {
+using tag = dnnl::memory::format_tag;
+const std::pair<tag, const char*> kKnownTags[] = {
+    {tag::nChw8c, "nChw8c"}, {tag::nChw16c, "nChw16c"}, {tag::nhwc, "nhwc"}, {tag::nChw4c, "nChw4c"}};
+}  // namespace
+
+dnnl::memory::format_tag blocked_tag(const Layout& l) {
+  if (l.dtype != DType::kFloat32 || l.shape.size() != 4 || l.is_plain()) return tag::undef;
+  const auto dims = to_dims(l.shape);
+  for (const auto& [t, name] : kKnownTags) {
+    if (l.md == dnnl::memory::desc(dims, dnnl::memory::data_type::f32, t)) return t;
+  }
+  return tag::undef;
+}
+
+Layout tagged_layout(const Shape& shape, dnnl::memory::format_tag t) {
+  Layout l;
+  l.dtype = DType::kFloat32;
+  l.shape = shape;
+  l.md = dnnl::memory::desc(to_dims(shape), dnnl::memory::data_type::f32, t);
+  return l;
+}
+
 std::string Layout::describe() const {
   if (is_plain()) return "plain";
-  using tag = dnnl::memory::format_tag;
-  if (shape.size() == 4) {
-    const auto dims = to_dims(shape);
-    const std::pair<tag, const char*> known[] = {{tag::nChw8c, "nChw8c"}, {tag::nChw16c, "nChw16c"}, {tag::nhwc, "nhwc"},
-                                                {tag::nChw4c, "nChw4c"}};
-    for (const auto& [t, name] : known) {
-      if (md == dnnl::memory::desc(dims, dnnl::memory::data_type::f32, t)) return name;
-    }
+  const tag t = blocked_tag(*this);
+  for (const auto& [known, name] : kKnownTags) {
+    if (known == t) return name;
   }
   return "blocked";
 }

@@ -16,6 +16,7 @@ struct PassStats {
   int gelus_fused = 0;
   int nodes_folded = 0;      // constant folding (shape_inference.cc)
   int dead_nodes_removed = 0;
+  int pads_folded = 0;
 };
 
 // Identity and inference-mode Dropout become their input (graph outputs keep their names).
@@ -33,5 +34,11 @@ Status fuse_activations(ir::Graph& g, PassStats& stats);
 // the Add becomes a kSum post-op (other appended to the Conv's inputs). Must run before
 // fuse_activations so that Conv+Add+Relu becomes Conv{sum, relu}.
 Status fuse_residual_add(ir::Graph& g, PassStats& stats);
+
+// Pad (constant mode, zero value, constant pads on the spatial dims of a 4-D tensor) followed by a
+// Conv, or by an AveragePool that counts padding, becomes padding of that consumer; a Pad whose
+// pads are all zero becomes its input. (torch exports AvgPool2d(padding=p) as Pad + AveragePool,
+// which would otherwise force a plain-layout copy between oneDNN ops.)
+Status fold_pads(ir::Graph& g, PassStats& stats);
 
 }  // namespace tenet::passes

@@ -132,6 +132,7 @@ Status prepare_graph(ir::Graph& g, const std::map<std::string, Shape>& input_sha
   g.remove_dead_nodes();
   stats.dead_nodes_removed += static_cast<int>(before - g.nodes.size());
   TENET_RETURN_IF_ERROR(eliminate_identities(g, stats));
+  TENET_RETURN_IF_ERROR(fold_pads(g, stats));
   if (options.fold_batch_norm) TENET_RETURN_IF_ERROR(fold_batch_norm(g, stats));
   if (options.fuse) {
     TENET_RETURN_IF_ERROR(fuse_gelu(g, stats));
