@@ -10,7 +10,7 @@ bash scripts/build.sh
 PY=.venv/bin/python
 model=${DEMO_MODEL:-resnet18}
 echo "demo: exporting $model (cached under .cache/models)"
-"$PY" tests/models/export_models.py --ensure "$model" --batch 1 >/dev/null
+"$PY" tests/models/export_models.py "$model" --batch 1 >/dev/null
 dir=.cache/models/$model/b1
 out=$(mktemp -d)
 echo "demo: tenet inspect (first lines)"
