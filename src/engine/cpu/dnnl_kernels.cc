@@ -528,12 +528,18 @@ Result<std::unique_ptr<Kernel>> make_matmul(KernelInputs& in) {
   (void)m;
   (void)k_dim;
   const bool const_b = b->is_constant();
+  // alpha is folded into the constant weights (oneDNN's output scale would also scale the bias).
+  if (alpha != 1.f && !const_b) return KernelPtr{};
+  Tensor b_data = b->constant;
+  if (const_b && alpha != 1.f) {
+    b_data = b->constant.clone();
+    for (int64_t i = 0; i < b_data.numel(); ++i) b_data.as<float>()[i] *= alpha;
+  }
   memory::desc b_use = const_b ? memory::desc(to_dims(b_logical), dt::f32, tag::any) : b_md;
   dnnl::primitive_attr attr = base_attr();
   dnnl::post_ops po;
   if (!to_dnnl_post_ops(n.post_ops, po, false)) return KernelPtr{};
   attr.set_post_ops(po);
-  if (alpha != 1.f) attr.set_output_scales(0, {alpha});
   dnnl::matmul::desc desc = bias.empty() ? dnnl::matmul::desc(a_md, b_use, dst_md) : dnnl::matmul::desc(a_md, b_use, bias_md, dst_md);
   dnnl::matmul::primitive_desc pd(desc, attr, in.engine);
   auto k = std::make_unique<DnnlKernel>(gemm ? "dnnl_gemm" : "dnnl_matmul", in.engine);
@@ -546,7 +552,7 @@ Result<std::unique_ptr<Kernel>> make_matmul(KernelInputs& in) {
   k->in_place = {-1};
   k->bind_input(DNNL_ARG_SRC, 0, a_md);
   if (const_b) {
-    k->bind_owned(DNNL_ARG_WEIGHTS, reorder_constant(b->constant, b_md, pd.weights_desc(), in.engine));
+    k->bind_owned(DNNL_ARG_WEIGHTS, reorder_constant(b_data, b_md, pd.weights_desc(), in.engine));
   } else {
     k->bind_input(DNNL_ARG_WEIGHTS, 1, b_md);
   }
