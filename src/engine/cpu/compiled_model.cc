@@ -153,8 +153,45 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     return out;
   };
 
+  auto root_of = [&](int s) {
+    while (m.slots[static_cast<size_t>(s)].root >= 0) s = m.slots[static_cast<size_t>(s)].root;
+    return s;
+  };
+  // True when no value stored in `slot`'s buffer is read after node `ni` or handed out at the end,
+  // so the buffer may be overwritten in place at `ni`.
+  auto buffer_dies_at = [&](int slot, size_t ni) {
+    const int root = root_of(slot);
+    if (m.slots[static_cast<size_t>(root)].constant) return false;
+    if (std::find(m.input_slots.begin(), m.input_slots.end(), root) != m.input_slots.end()) return false;
+    for (size_t v = 0; v < g.values.size(); ++v) {
+      if (value_slot[v] < 0 || root_of(value_slot[v]) != root) continue;
+      if (is_graph_output[v] || last_consumer[v] > static_cast<int>(ni)) return false;
+    }
+    return true;
+  };
+  // Reshape-like ops on plain tensors move no bytes: their output is a view of the input buffer.
+  static const char* kViewOps[] = {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"};
+
   for (size_t ni = 0; ni < g.nodes.size(); ++ni) {
     const ir::Node& node = g.nodes[ni];
+    const bool is_view = node.post_ops.empty() && node.outputs.size() == 1 && node.outputs[0] != ir::kNoValue &&
+                         !node.inputs.empty() && node.inputs[0] != ir::kNoValue &&
+                         std::any_of(std::begin(kViewOps), std::end(kViewOps), [&](const char* op) { return node.op_type == op; });
+    if (is_view) {
+      const ir::Value& src_v = g.value(node.inputs[0]);
+      const ir::Value& dst_v = g.value(node.outputs[0]);
+      if (src_v.dtype == dst_v.dtype && numel(src_v.shape) == numel(dst_v.shape)) {
+        TENET_ASSIGN_OR_RETURN(int src, convert(value_slot[static_cast<size_t>(node.inputs[0])], plain_layout(src_v.dtype, src_v.shape)));
+        const int out = new_slot(plain_layout(dst_v.dtype, dst_v.shape), dst_v.name);
+        if (m.slots[static_cast<size_t>(src)].constant) {
+          m.slots[static_cast<size_t>(out)].constant = m.slots[static_cast<size_t>(src)].constant;
+        } else {
+          m.slots[static_cast<size_t>(out)].root = src;
+        }
+        value_slot[static_cast<size_t>(node.outputs[0])] = out;
+        continue;
+      }
+    }
     KernelInputs kin{g, node, {}, m.engine};
     for (ir::ValueId in : node.inputs) {
       if (in == ir::kNoValue) {
@@ -194,13 +231,12 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
       // nothing reads input k after this node; otherwise work on a copy.
       const ir::ValueId src_value = node.inputs[static_cast<size_t>(k)];
       int src = ins[static_cast<size_t>(k)];
-      const bool used_elsewhere_here =
-          std::count(node.inputs.begin(), node.inputs.end(), src_value) > 1;
-      const bool shareable = m.slots[static_cast<size_t>(src)].constant == nullptr &&
-                             last_consumer[static_cast<size_t>(src_value)] == static_cast<int>(ni) &&
-                             !is_graph_output[static_cast<size_t>(src_value)] &&
-                             std::find(m.input_slots.begin(), m.input_slots.end(), src) == m.input_slots.end() &&
-                             !used_elsewhere_here;
+      // Another input of this node in the same buffer (Add(Conv(x), x)) must not be overwritten.
+      bool used_elsewhere_here = false;
+      for (size_t j = 0; j < ins.size(); ++j) {
+        if (j != static_cast<size_t>(k) && ins[j] >= 0 && root_of(ins[j]) == root_of(src)) used_elsewhere_here = true;
+      }
+      const bool shareable = buffer_dies_at(src, ni) && !used_elsewhere_here;
       if (!shareable) {
         Layout l = m.slots[static_cast<size_t>(src)].layout;
         // A plain reorder with identical layouts is a copy.
@@ -241,11 +277,7 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     }
   }
   for (int s : m.output_slots) m.slots[static_cast<size_t>(s)].last_step = end_step;
-  // Buffers: one per root slot; in-place slots extend their root's lifetime.
-  auto root_of = [&](int s) {
-    while (m.slots[static_cast<size_t>(s)].root >= 0) s = m.slots[static_cast<size_t>(s)].root;
-    return s;
-  };
+  // Buffers: one per root slot; in-place slots and views extend their root's lifetime.
   for (size_t i = 0; i < m.slots.size(); ++i) {
     Slot& s = m.slots[i];
     if (s.constant) continue;
@@ -262,7 +294,7 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     Slot& root = m.slots[static_cast<size_t>(root_of(static_cast<int>(i)))];
     plan::BufferRequest& b = model->buffers_[static_cast<size_t>(root.buffer)];
     b.size_bytes = std::max(b.size_bytes, m.slots[i].layout.size_bytes());
-    b.first_step = std::min(b.first_step, m.slots[i].first_step);
+    // A view or in-place output is produced after its root, so only its last use matters.
     b.last_step = std::max(b.last_step, m.slots[i].last_step);
     m.slots[i].buffer = root.buffer;
   }
