@@ -91,6 +91,19 @@ TEST(ImporterTest, OverflowingInitializerDims) {
   expect_error(import(b.bytes()).status(), "2^40");
 }
 
+// Found by the fuzzer: a huge declared initializer with no data must fail before allocating.
+TEST(ImporterTest, HugeInitializerWithoutDataFailsBeforeAllocating) {
+  MB b;
+  b.input("x", {1, 4}).output("y");
+  auto* t = b.proto().mutable_graph()->add_initializer();
+  t->set_name("W");
+  t->set_data_type(1);
+  t->add_dims(int64_t{1} << 20);
+  t->add_dims(int64_t{1} << 18);
+  b.node("Add", {"x", "W"}, {"y"});
+  expect_error(import(b.bytes()).status(), "declares");
+}
+
 TEST(ImporterTest, NegativeDims) {
   MB b;
   b.input("x", {1, 4}).output("y");

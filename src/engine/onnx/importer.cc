@@ -37,15 +37,32 @@ Result<Tensor> convert_tensor(const onnx::TensorProto& tp, const std::string& co
   }
   if (tp.dims_size() > kMaxRank) return out_of_range("tensor '{}' has rank {} (max {})", name, tp.dims_size(), kMaxRank);
   Shape shape(tp.dims().begin(), tp.dims().end());
+  // Sizes are checked against the data actually present before anything is allocated.
+  auto bytes_or = byte_size(dtype, shape);
+  if (!bytes_or.ok()) return bytes_or.status().with_context(fmt::format("tensor '{}'", name));
+  const size_t want_bytes = bytes_or.value();
+  const int64_t count = numel(shape);
+  int64_t present = 0;
+  if (tp.has_raw_data()) {
+    if (tp.raw_data().size() != want_bytes) {
+      return invalid_argument("tensor '{}' of {} {} needs {} bytes of raw data, has {}", name, dtype_name(dtype),
+                              shape_to_string(shape), want_bytes, tp.raw_data().size());
+    }
+  } else {
+    switch (dtype) {
+      case DType::kFloat32: present = tp.float_data_size(); break;
+      case DType::kFloat64: present = tp.double_data_size(); break;
+      case DType::kInt64: present = tp.int64_data_size(); break;
+      default: present = tp.int32_data_size(); break;
+    }
+    if (present != count) {
+      return invalid_argument("initializer '{}' declares {} elements but holds {}", name, count, present);
+    }
+  }
   auto t_or = Tensor::zeros(dtype, shape);
   if (!t_or.ok()) return t_or.status().with_context(fmt::format("tensor '{}'", name));
   Tensor t = std::move(t_or).value();
-  const int64_t count = t.numel();
   if (tp.has_raw_data()) {
-    if (tp.raw_data().size() != t.size_bytes()) {
-      return invalid_argument("tensor '{}' of {} {} needs {} bytes of raw data, has {}", name, dtype_name(dtype),
-                              shape_to_string(shape), t.size_bytes(), tp.raw_data().size());
-    }
     if (t.size_bytes()) std::memcpy(t.data(), tp.raw_data().data(), t.size_bytes());
     return t;
   }
