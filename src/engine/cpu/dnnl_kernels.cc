@@ -376,6 +376,11 @@ Result<std::unique_ptr<Kernel>> make_binary(KernelInputs& in) {
   if (b == y.shape && b_orig.size() == rank) {
     req1 = layout_of(b_orig, src0_md);
     src1_md = src0_md;
+  } else if (b_orig.size() == rank && blocked_tag(req0) != tag::undef) {
+    // A broadcast operand (an SE block's [N, C, 1, 1] scale) in src0's blocked format keeps
+    // oneDNN on its JIT path; a plain one sends it to the reference implementation.
+    req1 = tagged_layout(b_orig, blocked_tag(req0));
+    src1_md = req1.md;
   } else {
     req1 = plain_layout(DType::kFloat32, b_orig);
     src1_md = plain_md(b);
