@@ -533,6 +533,16 @@ Result<std::unique_ptr<Kernel>> make_matmul(KernelInputs& in) {
   (void)m;
   (void)k_dim;
   const bool const_b = b->is_constant();
+  // x[..., M, K] . W[K, N] with a constant 2-D W is one [batch*M, K] . [K, N] product: oneDNN's
+  // 2-D GEMM path is faster than its batched one with a broadcast weight.
+  if (const_b && b->shape.size() == 2 && !trans_a && !trans_b && rank > 2 && input_value(in, 0)->shape.size() == rank) {
+    const int64_t rows = numel(a->shape) / a->shape.back();
+    a_md = plain_md({rows, a->shape.back()});
+    b_md = plain_md(b->shape);
+    b_logical = b->shape;
+    dst_md = plain_md({rows, nn});
+    if (!bias.empty()) bias_md = plain_md({1, nn});
+  }
   // alpha is folded into the constant weights (oneDNN's output scale would also scale the bias).
   if (alpha != 1.f && !const_b) return KernelPtr{};
   Tensor b_data = b->constant;
