@@ -14,7 +14,8 @@ echo "demo: exporting $model (cached under .cache/models)"
 dir=.cache/models/$model/b1
 out=$(mktemp -d)
 echo "demo: tenet inspect (first lines)"
-build/tenet inspect ".cache/models/$model.onnx" | head -8
+build/tenet inspect ".cache/models/$model.onnx" > "$out/inspect.txt"
+head -4 "$out/inspect.txt"
 echo "demo: tenet run"
 build/tenet run ".cache/models/$model.onnx" --input "input=$dir/input.npy" --output-dir "$out" --bench 10
 "$PY" - "$out/output.npy" "$dir/output_torch.npy" <<'PYEOF'
