@@ -44,11 +44,6 @@ struct CompiledModel::Impl {
     std::free(arena);
     std::free(scratchpad);
   }
-  void* slot_ptr(int s) {
-    const Slot& slot = slots[static_cast<size_t>(s)];
-    if (slot.constant) return const_cast<void*>(slot.constant);
-    return arena;  // offset added by the caller
-  }
 };
 
 CompiledModel::CompiledModel() : impl_(std::make_unique<Impl>()) {}

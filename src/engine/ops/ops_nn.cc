@@ -21,11 +21,6 @@ using util::set_output;
 using util::unsupported;
 using util::unsupported_dtype;
 
-int64_t product(std::span<const int64_t> dims) {
-  int64_t n = 1;
-  for (int64_t d : dims) n *= d;
-  return n;
-}
 
 Status require_float(const ir::Node& node, DType dtype, std::string_view what) {
   if (dtype != DType::kFloat32) return unsupported_dtype(node, what, dtype);
@@ -295,7 +290,7 @@ Status batch_norm_reference(const ir::Node& node, std::span<const ConstTensorVie
   TENET_ASSIGN_OR_RETURN(const float epsilon, node.attr_float("epsilon", 1e-5f));
   const Shape& shape = inputs[0].shape;
   const int64_t n = shape[0], c = shape[1];
-  const int64_t inner = product(std::span(shape).subspan(2));
+  const int64_t inner = numel(std::span(shape).subspan(2));
   const float* x = inputs[0].as<float>();
   float* y = outputs[0].as<float>();
   for (int64_t ch = 0; ch < c; ++ch) {
@@ -414,7 +409,7 @@ Status global_average_pool_reference(const ir::Node& node, std::span<const Const
   out[1] = xv.shape[1];
   TENET_RETURN_IF_ERROR(util::expect_output(node, outputs[0], 0, DType::kFloat32, out));
   const int64_t planes = xv.shape[0] * xv.shape[1];
-  const int64_t inner = product(std::span(xv.shape).subspan(2));
+  const int64_t inner = numel(std::span(xv.shape).subspan(2));
   for (int64_t p = 0; p < planes; ++p) {
     double sum = 0;
     for (int64_t i = 0; i < inner; ++i) sum += xv.as<float>()[p * inner + i];
@@ -587,12 +582,12 @@ Result<SoftmaxLayout> softmax_layout(const ir::Node& node, const Shape& x) {
   TENET_ASSIGN_OR_RETURN(const int64_t axis, util::normalize_axis(node, axis_attr, static_cast<int64_t>(x.size())));
   const auto a = static_cast<size_t>(axis);
   SoftmaxLayout l;
-  l.outer = product(std::span(x).first(a));
+  l.outer = numel(std::span(x).first(a));
   if (kFlatten) {
-    l.dim = product(std::span(x).subspan(a));
+    l.dim = numel(std::span(x).subspan(a));
   } else {
     l.dim = x[a];
-    l.inner = product(std::span(x).subspan(a + 1));
+    l.inner = numel(std::span(x).subspan(a + 1));
   }
   return l;
 }
@@ -650,8 +645,8 @@ Result<LayerNormLayout> layer_norm_layout(const ir::Node& node, const Shape& x, 
   LayerNormLayout l;
   TENET_ASSIGN_OR_RETURN(l.epsilon, node.attr_float("epsilon", 1e-5f));
   const auto normalized = std::span(x).subspan(static_cast<size_t>(axis));
-  l.outer = product(std::span(x).first(static_cast<size_t>(axis)));
-  l.norm = product(normalized);
+  l.outer = numel(std::span(x).first(static_cast<size_t>(axis)));
+  l.norm = numel(normalized);
   // Scale and B hold one value per normalized element (leading 1s aside); no real broadcasting.
   const Shape want = strip_leading_ones(normalized);
   for (const Shape* p : {&scale, bias}) {

@@ -21,11 +21,6 @@ using util::set_output;
 using util::unsupported;
 using util::unsupported_dtype;
 
-int64_t product(std::span<const int64_t> dims) {
-  int64_t n = 1;
-  for (int64_t d : dims) n *= d;
-  return n;
-}
 
 Status check_movable(const ir::Node& node, DType dtype, std::string_view what = "input") {
   if (dtype_size(dtype) == 0) return unsupported_dtype(node, what, dtype);
@@ -115,11 +110,11 @@ Status concat_reference(const ir::Node& node, std::span<const ConstTensorView> i
   TENET_ASSIGN_OR_RETURN(const Shape shape, concat_shape(node, dtypes, shapes, &axis));
   TENET_RETURN_IF_ERROR(util::expect_output(node, outputs[0], 0, dtypes[0], shape));
   const size_t esize = dtype_size(dtypes[0]);
-  const int64_t outer = product(std::span(shape).first(static_cast<size_t>(axis)));
+  const int64_t outer = numel(std::span(shape).first(static_cast<size_t>(axis)));
   auto* dst = static_cast<std::byte*>(outputs[0].data);
   for (int64_t o = 0; o < outer; ++o) {
     for (const ConstTensorView& in : inputs) {
-      const size_t block = static_cast<size_t>(product(std::span(in.shape).subspan(static_cast<size_t>(axis)))) * esize;
+      const size_t block = static_cast<size_t>(numel(std::span(in.shape).subspan(static_cast<size_t>(axis)))) * esize;
       if (block == 0) continue;
       std::memcpy(dst, static_cast<const std::byte*>(in.data) + static_cast<size_t>(o) * block, block);
       dst += block;
@@ -139,7 +134,7 @@ Status flatten_infer(const ir::Node& node, std::span<const InferInput> inputs, s
   if (axis < 0) axis += rank;
   const auto split = static_cast<size_t>(axis);
   set_output(outputs, 0, inputs[0].dtype,
-             {product(std::span(x).first(split)), product(std::span(x).subspan(split))});
+             {numel(std::span(x).first(split)), numel(std::span(x).subspan(split))});
   return ok_status();
 }
 
@@ -287,9 +282,9 @@ Status gather_reference(const ir::Node& node, std::span<const ConstTensorView> i
   TENET_ASSIGN_OR_RETURN(const Shape shape, gather_shape(node, data.shape, indices.dtype, indices.shape, &axis));
   TENET_RETURN_IF_ERROR(util::expect_output(node, outputs[0], 0, data.dtype, shape));
   const auto a = static_cast<size_t>(axis);
-  const int64_t outer = product(std::span(data.shape).first(a));
+  const int64_t outer = numel(std::span(data.shape).first(a));
   const int64_t dim = data.shape[a];
-  const size_t block = static_cast<size_t>(product(std::span(data.shape).subspan(a + 1))) * dtype_size(data.dtype);
+  const size_t block = static_cast<size_t>(numel(std::span(data.shape).subspan(a + 1))) * dtype_size(data.dtype);
   const int64_t count = indices.numel();
   const auto* src = static_cast<const std::byte*>(data.data);
   auto* dst = static_cast<std::byte*>(outputs[0].data);
@@ -470,8 +465,8 @@ Status split_reference(const ir::Node& node, std::span<const ConstTensorView> in
   }
   if (total != x.shape[a]) return util::kernel_contract(node, "outputs cover {} of {} along axis {}", total, x.shape[a], axis);
   const size_t esize = dtype_size(x.dtype);
-  const int64_t outer = product(std::span(x.shape).first(a));
-  const size_t inner = static_cast<size_t>(product(std::span(x.shape).subspan(a + 1))) * esize;
+  const int64_t outer = numel(std::span(x.shape).first(a));
+  const size_t inner = static_cast<size_t>(numel(std::span(x.shape).subspan(a + 1))) * esize;
   const auto* src = static_cast<const std::byte*>(x.data);
   for (int64_t o = 0; o < outer; ++o) {
     for (const TensorView& out : outputs) {
