@@ -11,6 +11,8 @@ debs=(
   clang libclang-rt-14-dev clang-format clang-tidy
   libdnnl-dev libonnx-dev libprotobuf-dev protobuf-compiler
   libssl-dev libcli11-dev nlohmann-json3-dev libspdlog-dev
+  libcbor-dev libgrpc++-dev protobuf-compiler-grpc libcpp-httplib-dev libsimdjson-dev prometheus-cpp-dev
+  curl openssl
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-venv python3-pip python3-numpy python3-torch python3-torchvision python3-onnx
 )
@@ -31,8 +33,8 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv (with Debian's site-packages)"
   "$PY" -m venv --system-site-packages .venv
 fi
-if ! .venv/bin/python -c "import onnxruntime" 2>/dev/null; then
-  echo "setup: installing onnxruntime from PyPI into .venv"
+if ! .venv/bin/python -c "import onnxruntime, tritonclient.http, tritonclient.grpc" 2>/dev/null; then
+  echo "setup: installing peers (onnxruntime, tritonclient) from PyPI into .venv"
   .venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements-peers.txt
 fi
-.venv/bin/python -c "import torch, torchvision, onnx, onnxruntime, numpy; print('setup: python ok: torch', torch.__version__, 'torchvision', torchvision.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__)"
+.venv/bin/python -c "import torch, torchvision, onnx, onnxruntime, numpy, tritonclient.grpc; print('setup: python ok: torch', torch.__version__, 'torchvision', torchvision.__version__, 'onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__)"

@@ -13,6 +13,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cli/command.h"
 #include "core/npy.h"
 #include "engine/cpu/compiled_model.h"
 #include "engine/onnx/importer.h"
@@ -24,10 +25,7 @@ using tenet::Result;
 using tenet::Shape;
 using tenet::Status;
 
-int fail(const Status& s) {
-  std::fprintf(stderr, "tenet: error: %s\n", s.to_string().c_str());
-  return s.code() == tenet::StatusCode::kInvalidArgument || s.code() == tenet::StatusCode::kNotFound ? 2 : 1;
-}
+using tenet::cli::fail;
 
 Result<std::pair<std::string, std::string>> split_assignment(const std::string& arg, const char* flag) {
   const size_t eq = arg.find('=');
@@ -223,8 +221,26 @@ int cmd_inspect(const InspectArgs& a) {
 
 }  // namespace
 
+namespace tenet::cli {
+
+CommandRegistration::CommandRegistration(CommandFactory factory) {
+  registered_commands().push_back(std::move(factory));
+}
+
+std::vector<CommandFactory>& registered_commands() {
+  static std::vector<CommandFactory> commands;
+  return commands;
+}
+
+int fail(const Status& s) {
+  std::fprintf(stderr, "tenet: error: %s\n", s.to_string().c_str());
+  return s.code() == StatusCode::kInvalidArgument || s.code() == StatusCode::kNotFound ? 2 : 1;
+}
+
+}  // namespace tenet::cli
+
 int main(int argc, char** argv) {
-  CLI::App app{"tenet: confidential deep-learning inference (engine CLI)"};
+  CLI::App app{"tenet: confidential deep-learning inference"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "tenet 0.1.0");
 
@@ -244,7 +260,13 @@ int main(int argc, char** argv) {
   inspect_cmd->add_option("model", inspect.model, "ONNX model file")->required()->check(CLI::ExistingFile);
   inspect_cmd->add_option("--input-shape", inspect.shapes, "NAME=1x3x224x224 (dynamic dims default to 1)");
 
+  std::vector<tenet::cli::Command> commands;
+  for (const auto& factory : tenet::cli::registered_commands()) commands.push_back(factory(app));
+
   CLI11_PARSE(app, argc, argv);
+  for (const auto& c : commands) {
+    if (c.app->parsed()) return c.action();
+  }
   if (run_cmd->parsed()) return cmd_run(run);
   if (inspect_cmd->parsed()) return cmd_inspect(inspect);
   return 2;

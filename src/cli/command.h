@@ -1,0 +1,44 @@
+// Subcommand registry for the `tenet` binary. Each part of tenet adds its subcommands from its own
+// file under src/cli/ (cmd_<part>.cc), so parts do not edit main.cc:
+//
+//   namespace {
+//   struct AttestArgs { std::string server; ... };
+//   const tenet::cli::CommandRegistration kAttest([](CLI::App& app) {
+//     auto args = std::make_shared<AttestArgs>();
+//     CLI::App* cmd = app.add_subcommand("attest", "Verify an enclave's RA-TLS certificate ...");
+//     cmd->add_option("server", args->server, "HOST:PORT")->required();
+//     return tenet::cli::Command{cmd, [args] { return run_attest(*args); }};
+//   });
+//   }  // namespace
+//
+// The action returns the process exit status: 0 success, 2 bad input (tenet::cli::exit_code maps
+// kInvalidArgument / kNotFound to 2), 1 other failures. Errors go to stderr via tenet::cli::fail.
+#pragma once
+
+#include <functional>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "core/status.h"
+
+namespace tenet::cli {
+
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> action;
+};
+
+using CommandFactory = std::function<Command(CLI::App&)>;
+
+// Registers at static-initialization time; main() builds every registered command.
+struct CommandRegistration {
+  explicit CommandRegistration(CommandFactory factory);
+};
+
+std::vector<CommandFactory>& registered_commands();
+
+// Prints "tenet: error: <status>" to stderr and returns the exit status for it.
+int fail(const Status& status);
+
+}  // namespace tenet::cli

@@ -1,0 +1,169 @@
+// Cryptographic primitives for tenet, as thin RAII wrappers over OpenSSL 3 (libcrypto).
+//
+// Everything security-relevant in tenet (quotes, RA-TLS certificates, sealed packages, key
+// release, sealing keys) is built from this small set: SHA-2, HKDF, HMAC, AES-256-GCM, ECDSA and
+// ECDH on NIST P-256 / P-384, and a CSPRNG. No primitive here is home-made; each call maps onto one
+// EVP interface. Errors carry OpenSSL's error queue in the message. Authentication failures of
+// AES-GCM are kDataLoss ("tampered or wrong key"), never a crash, and never return plaintext.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+
+typedef struct evp_pkey_st EVP_PKEY;
+typedef struct x509_st X509;
+
+namespace tenet::crypto {
+
+using Bytes = std::vector<uint8_t>;
+using ByteSpan = std::span<const uint8_t>;
+
+inline ByteSpan as_bytes(std::string_view s) {
+  return ByteSpan(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+}
+inline std::string_view as_chars(ByteSpan b) {
+  return std::string_view(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+// OpenSSL's error queue, drained, as one line ("" when empty).
+std::string openssl_errors();
+
+// ---- randomness, comparison, wiping ----
+Status random_bytes(std::span<uint8_t> out);
+Result<Bytes> random_bytes(size_t count);
+bool constant_time_equal(ByteSpan a, ByteSpan b);  // false when sizes differ
+void secure_wipe(void* data, size_t size);         // OPENSSL_cleanse: not optimized away
+template <typename Container>
+void secure_wipe(Container& c) {
+  if (!c.empty()) secure_wipe(c.data(), c.size() * sizeof(c[0]));
+}
+
+std::string to_hex(ByteSpan data);
+Result<Bytes> from_hex(std::string_view hex);  // accepts upper or lower case, even length
+
+// ---- hashing ----
+using Sha256Digest = std::array<uint8_t, 32>;
+using Sha384Digest = std::array<uint8_t, 48>;
+Sha256Digest sha256(ByteSpan data);
+Sha384Digest sha384(ByteSpan data);
+
+// Incremental SHA-256 (hashing files, concatenations without copying).
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(ByteSpan data);
+  void update(std::string_view data) { update(as_bytes(data)); }
+  Sha256Digest finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+Result<Sha256Digest> sha256_file(const std::string& path);
+
+Result<Bytes> hmac_sha256(ByteSpan key, ByteSpan data);
+// RFC 5869 HKDF with SHA-256.
+Result<Bytes> hkdf_sha256(ByteSpan ikm, ByteSpan salt, ByteSpan info, size_t out_size);
+
+// ---- AES-256-GCM (NIST SP 800-38D) ----
+inline constexpr size_t kAesGcmKeyBytes = 32;
+inline constexpr size_t kAesGcmIvBytes = 12;
+inline constexpr size_t kAesGcmTagBytes = 16;
+
+// Returns ciphertext || 16-byte tag. `iv` must be 12 bytes and never reused under one key.
+Result<Bytes> aes256gcm_seal(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan plaintext);
+// Same, into a caller buffer of plaintext.size() + 16 bytes (no allocation).
+Status aes256gcm_seal_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan plaintext,
+                           std::span<uint8_t> out);
+// Inverse of seal; kDataLoss when the tag does not verify (tampered data, wrong key/iv/aad).
+Result<Bytes> aes256gcm_open(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext_and_tag);
+// Same, into a caller buffer of ciphertext_and_tag.size() - 16 bytes; on failure `out` is wiped.
+Status aes256gcm_open_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext_and_tag,
+                           std::span<uint8_t> out);
+
+// ---- elliptic-curve keys (ECDSA, ECDH) ----
+enum class Curve { kP256, kP384 };
+
+struct PkeyDeleter {
+  void operator()(EVP_PKEY* p) const;
+};
+struct X509Deleter {
+  void operator()(X509* p) const;
+};
+using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyDeleter>;
+using X509Ptr = std::unique_ptr<X509, X509Deleter>;
+
+class PublicKey {
+ public:
+  PublicKey() = default;
+  explicit PublicKey(PkeyPtr pkey) : pkey_(std::move(pkey)) {}
+  static Result<PublicKey> from_spki_der(ByteSpan der);
+  static Result<PublicKey> from_pem(std::string_view pem);
+  // Uncompressed point without the 0x04 prefix: x || y (64 bytes for P-256, 96 for P-384), the
+  // form SGX quotes carry.
+  static Result<PublicKey> from_raw_point(Curve curve, ByteSpan xy);
+
+  Result<Bytes> spki_der() const;
+  Result<std::string> to_pem() const;
+  Result<Bytes> raw_point() const;  // x || y
+  Result<Curve> curve() const;
+  // ECDSA over SHA-256 (P-256) or SHA-384 (P-384) of `message`; signature in DER.
+  Status verify(ByteSpan message, ByteSpan signature_der) const;
+  bool valid() const { return pkey_ != nullptr; }
+  EVP_PKEY* get() const { return pkey_.get(); }
+
+ private:
+  PkeyPtr pkey_;
+};
+
+class PrivateKey {
+ public:
+  PrivateKey() = default;
+  explicit PrivateKey(PkeyPtr pkey) : pkey_(std::move(pkey)) {}
+  static Result<PrivateKey> generate(Curve curve);
+  static Result<PrivateKey> from_pem(std::string_view pem);  // PKCS#8 or SEC1
+
+  Result<std::string> to_pem() const;  // PKCS#8, unencrypted: callers protect it
+  Result<PublicKey> public_key() const;
+  Result<Bytes> public_spki_der() const;
+  Result<Curve> curve() const;
+  // ECDSA with SHA-256 (P-256) or SHA-384 (P-384); DER signature.
+  Result<Bytes> sign(ByteSpan message) const;
+  // ECDH shared secret (x coordinate) with a peer key on the same curve.
+  Result<Bytes> ecdh(const PublicKey& peer) const;
+  bool valid() const { return pkey_ != nullptr; }
+  EVP_PKEY* get() const { return pkey_.get(); }
+
+ private:
+  PkeyPtr pkey_;
+};
+
+// DER ECDSA-Sig-Value <-> fixed-width r || s (each `scalar_bytes` long: 32 for P-256).
+Result<Bytes> ecdsa_der_to_raw(ByteSpan der, size_t scalar_bytes);
+Result<Bytes> ecdsa_raw_to_der(ByteSpan raw);
+
+// ---- X.509 helpers ----
+Result<X509Ptr> x509_from_pem(std::string_view pem);
+Result<X509Ptr> x509_from_der(ByteSpan der);
+Result<std::string> x509_to_pem(X509* cert);
+Result<Bytes> x509_to_der(X509* cert);
+// All certificates in a PEM bundle, in order.
+Result<std::vector<X509Ptr>> x509_chain_from_pem(std::string_view pem);
+
+Result<std::string> read_file(const std::string& path, size_t max_size = size_t{1} << 30);
+// Writes atomically (temp file + rename); `mode` e.g. 0600 for keys.
+Status write_file(const std::string& path, std::string_view data, unsigned mode = 0644);
+
+}  // namespace tenet::crypto
