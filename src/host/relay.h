@@ -1,0 +1,82 @@
+// The host's TCP relay (untrusted side). Clients connect to the host's public ports; the relay
+// picks a live enclave (fewest open connections) and copies bytes both ways. TLS runs end to end
+// between client and enclave (RA-TLS), so the relay sees only ciphertext, and it needs no
+// knowledge of HTTP or gRPC: one relay per public port.
+//
+// Failure behaviour is what clients of a serving system expect: when no enclave is up, a new
+// connection is closed at once (a retriable error, never a hang); when an enclave dies, its open
+// connections are closed and new ones go to the others while the launcher restarts it.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "host/net.h"
+
+namespace tenet::host {
+
+// Live backends of one protocol (e.g. every enclave's REST port), chosen by fewest connections.
+class BackendPool {
+ public:
+  explicit BackendPool(size_t slots) : slots_(slots) {}
+  void set_up(size_t slot, HostPort addr);
+  void set_down(size_t slot);
+  // The live backend with the fewest active connections (its counter incremented), or none;
+  // slots listed in `skip` (already tried for this connection) are passed over.
+  std::optional<std::pair<size_t, HostPort>> acquire(const std::vector<size_t>& skip = {});
+  void release(size_t slot);
+  size_t live_count() const;
+
+ private:
+  struct Slot {
+    std::optional<HostPort> addr;
+    uint64_t generation = 0;
+    int active = 0;
+  };
+  mutable std::mutex mu_;
+  std::vector<Slot> slots_;
+};
+
+// Observer for counts and durations only (the host never sees request contents).
+class RelayObserver {
+ public:
+  virtual ~RelayObserver() = default;
+  virtual void on_accept() {}
+  virtual void on_reject(const char* reason) {}
+  virtual void on_close(double seconds) {}
+};
+
+struct RelayOptions {
+  HostPort listen;
+  std::string name = "relay";        // for logs: "http", "grpc"
+  int max_connections = 4096;        // beyond this, new connections are refused
+  int connect_timeout_ms = 2000;     // to an enclave
+  int idle_timeout_ms = 600000;      // no bytes either way for this long closes the pair
+};
+
+class Relay {
+ public:
+  static Result<std::unique_ptr<Relay>> start(RelayOptions options, std::shared_ptr<BackendPool> pool,
+                                              std::shared_ptr<RelayObserver> observer);
+  ~Relay();
+  Relay(const Relay&) = delete;
+  Relay& operator=(const Relay&) = delete;
+
+  uint16_t port() const;
+  int active_connections() const;
+  // Stops accepting, closes every open connection and waits for their threads.
+  void stop();
+
+ private:
+  struct Impl;
+  explicit Relay(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tenet::host

@@ -1,0 +1,212 @@
+#include "host/supervisor.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <thread>
+
+extern char** environ;
+
+namespace tenet::host {
+namespace {
+
+constexpr size_t kMaxControlLine = 64 * 1024;
+
+Result<HostPort> port_from(const nlohmann::json& ev, const char* key) {
+  if (!ev.contains(key) || !ev[key].is_number_unsigned() || ev[key].get<uint64_t>() == 0 || ev[key].get<uint64_t>() > 65535) {
+    return invalid_argument("ready line has no valid '{}'", key);
+  }
+  return HostPort{"127.0.0.1", static_cast<uint16_t>(ev[key].get<uint64_t>())};
+}
+
+}  // namespace
+
+struct Supervisor::Impl {
+  SupervisorOptions options;
+  std::shared_ptr<BackendPool> http_pool, grpc_pool;
+  EnclaveEventFn on_event;
+  EnclaveExitFn on_exit;
+  std::atomic<bool> stopping{false};
+
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::vector<int> pids;          // 0 when not running
+  std::vector<bool> ready;
+  std::vector<std::thread> watchers;
+
+  Result<std::pair<int, int>> spawn(size_t slot);  // pid, stdout fd
+  void watch(size_t slot, bool first_start_signalled);
+  bool wait_ready(size_t slot, int timeout_ms);
+};
+
+Result<std::pair<int, int>> Supervisor::Impl::spawn(size_t slot) {
+  int out[2];
+  if (::pipe2(out, O_CLOEXEC) != 0) return internal_error("pipe: {}", std::strerror(errno));
+  std::vector<std::string> args = options.argv;
+  args.push_back("--instance");
+  args.push_back(std::to_string(slot));
+  std::vector<char*> cargv;
+  for (auto& a : args) cargv.push_back(a.data());
+  cargv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
+  // Its own process group, so that stopping it also stops anything it started.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attr, 0);
+  pid_t pid = 0;
+  const int rc = ::posix_spawn(&pid, cargv[0], &fa, &attr, cargv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  ::close(out[1]);
+  if (rc != 0) {
+    ::close(out[0]);
+    return internal_error("cannot start enclave '{}': {}", args[0], std::strerror(rc));
+  }
+  return std::make_pair(static_cast<int>(pid), out[0]);
+}
+
+// Reads one enclave's control lines until it exits, then restarts it (unless stopping).
+void Supervisor::Impl::watch(size_t slot, bool) {
+  while (!stopping.load()) {
+    auto spawned = spawn(slot);
+    if (!spawned.ok()) {
+      std::fprintf(stderr, "tenet serve: %s\n", spawned.status().to_string().c_str());
+      std::this_thread::sleep_for(std::chrono::milliseconds(options.restart_backoff_ms * 4));
+      continue;
+    }
+    const auto [pid, fd] = *spawned;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      pids[slot] = pid;
+      if (stopping.load()) ::kill(-pid, SIGTERM);  // stop() ran between spawn and here
+    }
+    std::FILE* f = ::fdopen(fd, "r");
+    std::string line;
+    int c;
+    while (f != nullptr && (c = std::fgetc(f)) != EOF) {
+      if (c != '\n') {
+        if (line.size() < kMaxControlLine) line.push_back(static_cast<char>(c));
+        continue;
+      }
+      nlohmann::json ev = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      line.clear();
+      if (!ev.is_object() || !ev.contains("event") || !ev["event"].is_string()) continue;
+      if (ev["event"] == "ready") {
+        auto http = port_from(ev, "http_port");
+        auto grpc = port_from(ev, "grpc_port");
+        if (!http.ok() || !grpc.ok()) {
+          std::fprintf(stderr, "tenet serve: enclave %zu: bad ready line: %s\n", slot,
+                       (http.ok() ? grpc.status() : http.status()).message().c_str());
+          ::kill(-pid, SIGKILL);
+          continue;
+        }
+        http_pool->set_up(slot, *http);
+        grpc_pool->set_up(slot, *grpc);
+        std::lock_guard<std::mutex> lock(mu);
+        ready[slot] = true;
+        cv.notify_all();
+      }
+      if (on_event) on_event(slot, ev);
+    }
+    if (f != nullptr) std::fclose(f);
+    http_pool->set_down(slot);
+    grpc_pool->set_down(slot);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      pids[slot] = 0;
+      ready[slot] = false;
+      cv.notify_all();
+    }
+    if (stopping.load()) break;
+    if (on_exit) on_exit(slot, status);
+    std::this_thread::sleep_for(std::chrono::milliseconds(options.restart_backoff_ms));
+  }
+}
+
+bool Supervisor::Impl::wait_ready(size_t slot, int timeout_ms) {
+  std::unique_lock<std::mutex> lock(mu);
+  return cv.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return ready[slot] || stopping.load(); }) &&
+         ready[slot];
+}
+
+Supervisor::Supervisor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<Supervisor>> Supervisor::start(SupervisorOptions options, std::shared_ptr<BackendPool> http_pool,
+                                                      std::shared_ptr<BackendPool> grpc_pool, EnclaveEventFn on_event,
+                                                      EnclaveExitFn on_exit) {
+  if (options.argv.empty()) return invalid_argument("no enclave command");
+  if (options.count == 0 || options.count > 256) return invalid_argument("enclave count {} out of range 1..256", options.count);
+  auto impl = std::make_unique<Impl>();
+  impl->options = std::move(options);
+  impl->http_pool = std::move(http_pool);
+  impl->grpc_pool = std::move(grpc_pool);
+  impl->on_event = std::move(on_event);
+  impl->on_exit = std::move(on_exit);
+  impl->pids.assign(impl->options.count, 0);
+  impl->ready.assign(impl->options.count, false);
+  std::unique_ptr<Supervisor> sup(new Supervisor(std::move(impl)));
+  Impl* im = sup->impl_.get();
+  for (size_t i = 0; i < im->options.count; ++i) {
+    im->watchers.emplace_back(&Impl::watch, im, i, true);
+    if (!im->wait_ready(i, im->options.ready_timeout_ms)) {
+      sup->stop();
+      return failed_precondition("enclave {} did not become ready within {} ms (see its log above)", i,
+                                 im->options.ready_timeout_ms);
+    }
+  }
+  return sup;
+}
+
+Supervisor::~Supervisor() { stop(); }
+
+std::vector<int> Supervisor::pids() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->pids;
+}
+
+void Supervisor::stop() {
+  if (!impl_ || impl_->stopping.exchange(true)) return;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    for (int pid : impl_->pids) {
+      if (pid > 0) ::kill(-pid, SIGTERM);
+    }
+    impl_->cv.notify_all();
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(impl_->options.stop_timeout_ms);
+  for (;;) {
+    bool any = false;
+    {
+      std::lock_guard<std::mutex> lock(impl_->mu);
+      for (int pid : impl_->pids) any |= pid > 0;
+      if (any && std::chrono::steady_clock::now() > deadline) {
+        for (int pid : impl_->pids) {
+          if (pid > 0) ::kill(-pid, SIGKILL);
+        }
+      }
+    }
+    if (!any) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (auto& t : impl_->watchers) {
+    if (t.joinable()) t.join();
+  }
+}
+
+}  // namespace tenet::host
