@@ -42,6 +42,8 @@ struct Supervisor::Impl {
   std::condition_variable cv;
   std::vector<int> pids;          // 0 when not running
   std::vector<bool> ready;
+  std::vector<bool> ever_ready;
+  std::vector<int> startup_exit;  // wait status of an enclave that exited before its first ready; -1: none
   std::vector<std::thread> watchers;
 
   Result<std::pair<int, int>> spawn(size_t slot);  // pid, stdout fd
@@ -117,6 +119,7 @@ void Supervisor::Impl::watch(size_t slot, bool) {
         grpc_pool->set_up(slot, *grpc);
         std::lock_guard<std::mutex> lock(mu);
         ready[slot] = true;
+        ever_ready[slot] = true;
         cv.notify_all();
       }
       if (on_event) on_event(slot, ev);
@@ -131,7 +134,11 @@ void Supervisor::Impl::watch(size_t slot, bool) {
       std::lock_guard<std::mutex> lock(mu);
       pids[slot] = 0;
       ready[slot] = false;
+      // An enclave that never got ready (bad key, tampered package, bad manifest) would fail
+      // the same way again: report it to start() instead of restarting it.
+      if (!ever_ready[slot]) startup_exit[slot] = status;
       cv.notify_all();
+      if (!ever_ready[slot]) break;
     }
     if (stopping.load()) break;
     if (on_exit) on_exit(slot, status);
@@ -141,7 +148,8 @@ void Supervisor::Impl::watch(size_t slot, bool) {
 
 bool Supervisor::Impl::wait_ready(size_t slot, int timeout_ms) {
   std::unique_lock<std::mutex> lock(mu);
-  return cv.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return ready[slot] || stopping.load(); }) &&
+  return cv.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                     [&] { return ready[slot] || startup_exit[slot] >= 0 || stopping.load(); }) &&
          ready[slot];
 }
 
@@ -160,12 +168,24 @@ Result<std::unique_ptr<Supervisor>> Supervisor::start(SupervisorOptions options,
   impl->on_exit = std::move(on_exit);
   impl->pids.assign(impl->options.count, 0);
   impl->ready.assign(impl->options.count, false);
+  impl->ever_ready.assign(impl->options.count, false);
+  impl->startup_exit.assign(impl->options.count, -1);
   std::unique_ptr<Supervisor> sup(new Supervisor(std::move(impl)));
   Impl* im = sup->impl_.get();
   for (size_t i = 0; i < im->options.count; ++i) {
     im->watchers.emplace_back(&Impl::watch, im, i, true);
     if (!im->wait_ready(i, im->options.ready_timeout_ms)) {
+      int exit_status;
+      {
+        std::lock_guard<std::mutex> lock(im->mu);
+        exit_status = im->startup_exit[i];
+      }
       sup->stop();
+      if (exit_status >= 0) {
+        return failed_precondition("enclave {} exited before it was ready ({} {}; see its log above)", i,
+                                   WIFEXITED(exit_status) ? "exit status" : "signal",
+                                   WIFEXITED(exit_status) ? WEXITSTATUS(exit_status) : WTERMSIG(exit_status));
+      }
       return failed_precondition("enclave {} did not become ready within {} ms (see its log above)", i,
                                  im->options.ready_timeout_ms);
     }

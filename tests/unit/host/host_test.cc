@@ -164,11 +164,27 @@ TEST(HostSupervisor, StartsRestartsAndStops) {
 
 TEST(HostSupervisor, EnclaveThatNeverGetsReadyFails) {
   SupervisorOptions o;
-  o.argv = {"/bin/sh", "-c", "echo '{\"event\":\"ready\",\"http_port\":0}'; sleep 30", "x"};
+  o.argv = {"/bin/sh", "-c", "sleep 30", "x"};
   o.ready_timeout_ms = 500;
   auto sup = Supervisor::start(o, std::make_shared<BackendPool>(1), std::make_shared<BackendPool>(1), nullptr, nullptr);
   ASSERT_FALSE(sup.ok());
   EXPECT_NE(sup.status().message().find("did not become ready"), std::string::npos);
+  // A malformed ready line (port 0) is a broken enclave: killed, and reported.
+  o.argv = {"/bin/sh", "-c", "echo '{\"event\":\"ready\",\"http_port\":0}'; sleep 30", "x"};
+  sup = Supervisor::start(o, std::make_shared<BackendPool>(1), std::make_shared<BackendPool>(1), nullptr, nullptr);
+  ASSERT_FALSE(sup.ok());
+  EXPECT_NE(sup.status().message().find("exited before it was ready (signal 9"), std::string::npos) << sup.status().message();
+}
+
+TEST(HostSupervisor, EnclaveThatExitsBeforeReadyFailsFast) {
+  SupervisorOptions o;
+  o.argv = {"/bin/sh", "-c", "echo 'tenet enclave: wrong model key' >&2; exit 1", "x"};
+  const auto t0 = std::chrono::steady_clock::now();
+  auto sup = Supervisor::start(o, std::make_shared<BackendPool>(1), std::make_shared<BackendPool>(1), nullptr, nullptr);
+  ASSERT_FALSE(sup.ok());
+  EXPECT_NE(sup.status().message().find("exited before it was ready (exit status 1"), std::string::npos)
+      << sup.status().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
 }
 
 TEST(HostMetrics, CountsConnectionsAndEnclaveStats) {
