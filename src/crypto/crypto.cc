@@ -185,6 +185,9 @@ Result<Bytes> hmac_sha256(ByteSpan key, ByteSpan data) {
 
 Result<Bytes> hkdf_sha256(ByteSpan ikm, ByteSpan salt, ByteSpan info, size_t out_size) {
   if (out_size == 0 || out_size > 255 * 32) return invalid_argument("HKDF output size {} out of range", out_size);
+  // RFC 5869 §2.2: an absent salt is HashLen zero bytes (OpenSSL refuses a zero-length one).
+  static const uint8_t kZeroSalt[32] = {};
+  if (salt.empty()) salt = ByteSpan(kZeroSalt, sizeof(kZeroSalt));
   Owned<EVP_PKEY_CTX> ctx(EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr));
   Bytes out(out_size);
   size_t len = out_size;

@@ -104,7 +104,9 @@ void HostMetrics::enclave_restarted(size_t slot) { impl_->restarts->Add({{"insta
 void HostMetrics::apply_enclave_stats(size_t slot, const nlohmann::json& event) {
   if (!event.contains("models") || !event["models"].is_object()) return;
   std::lock_guard<std::mutex> lock(impl_->mu);
-  for (const auto& [model, stats] : event["models"].items()) {
+  for (const auto& item : event["models"].items()) {
+    const std::string& model = item.key();
+    const nlohmann::json& stats = item.value();
     if (!stats.is_object() || model.size() > 256) continue;
     auto delta = [&](const char* field) -> double {
       if (!stats.contains(field) || !stats[field].is_number()) return 0;

@@ -56,6 +56,22 @@ DEFAULT_MODELS = (
     "bert_encoder",
 )
 
+# More torchvision classification models of the same op families (channel shuffles, SE blocks
+# with SiLU/Sigmoid, grouped convs, LRN-free AlexNet, deeper ResNets/DenseNets). The model tests
+# run them at batch 1 only, to keep the default test run within minutes on 2 cores.
+EXTRA_MODELS = (
+    "shufflenet_v2_x1_0",
+    "googlenet",
+    "efficientnet_b0",
+    "regnet_y_400mf",
+    "mnasnet1_0",
+    "resnext50_32x4d",
+    "alexnet",
+    "resnet101",
+    "resnet152",
+    "densenet201",
+)
+
 # Bump when the model builders below change in a way the versions do not capture.
 EXPORT_REVISION = 1
 WEIGHT_SEED = 0
@@ -350,7 +366,9 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="*", help=f"model names (default: {' '.join(DEFAULT_MODELS)})")
+    parser.add_argument("models", nargs="*",
+                        help=f"model names (default: {' '.join(DEFAULT_MODELS)}; the model tests also use "
+                             f"{' '.join(EXTRA_MODELS)})")
     parser.add_argument("--list-ops", action="store_true", help="print the ONNX op types of each model")
     parser.add_argument("--batch", type=int, nargs="*", default=[],
                         help="also write reference data for these batch sizes")

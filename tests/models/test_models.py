@@ -1,7 +1,8 @@
 """tenet vs PyTorch, and ONNX Runtime vs PyTorch, on whole models with random weights.
 
-For each model in export_models.DEFAULT_MODELS and batch sizes 1 and 4, the model is exported to
-ONNX (cached), PyTorch computes the reference output for a fixed random input, and
+For each model in export_models.DEFAULT_MODELS at batch sizes 1 and 4, and each model in
+export_models.EXTRA_MODELS at batch 1, the model is exported to ONNX (cached), PyTorch computes the
+reference output for a fixed random input, and
 
   * `tenet run` must match it: max|tenet - torch| / max(max|torch|, 1e-6) <= 1e-4, same shape and
     dtype (test_tenet_matches_torch; needs the tenet binary, see conftest.tenet_bin);
@@ -24,8 +25,10 @@ import export_models
 RELATIVE_TOLERANCE = 1e-4
 THREADS = 2
 BATCHES = (1, 4)
-# Model-major order, so each PyTorch model is built once for both batch sizes.
+# Model-major order, so each PyTorch model is built once for both batch sizes. The extra models
+# (issue 2: "other torchvision classification models of these op families") run at batch 1 only.
 CASES = [(model, batch) for model in export_models.DEFAULT_MODELS for batch in BATCHES]
+CASES += [(model, 1) for model in export_models.EXTRA_MODELS]
 CASE_IDS = [f"{model}-b{batch}" for model, batch in CASES]
 
 

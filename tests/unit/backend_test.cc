@@ -2,7 +2,8 @@
 // plain reference kernels (the oracle) and once on the optimized path (oneDNN, blocked layouts,
 // fusions), and run on the same random inputs. Tolerance: max |opt - ref| <= 1e-4 * max(|ref|, 1)
 // (fp32 with different summation orders); each case also states the kernel it must exercise, so
-// a silent fallback to the reference is a failure.
+// a silent fallback to the reference is a failure, and may name an op that must run no step (it
+// became a view, a post-op or an in-place concat).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -22,6 +23,7 @@ struct BackendCase {
   std::function<void(ModelBuilder&)> build;
   std::map<std::string, Shape> inputs;
   std::string expect_kernel;  // a step with this kernel must exist in the optimized model
+  std::string absent_op;      // if set, no step of the optimized model may run this op
   double tolerance = 1e-4;
 };
 
@@ -74,13 +76,15 @@ TEST_P(BackendTest, OptimizedMatchesReference) {
   for (float v : ref) scale = std::max(scale, static_cast<double>(std::fabs(v)));
   for (size_t i = 0; i < ref.size(); ++i) max_err = std::max(max_err, static_cast<double>(std::fabs(ref[i] - opt[i])));
   EXPECT_LE(max_err, c.tolerance * scale) << c.name;
-  bool found = false;
+  bool found = false, absent_found = false;
   std::string kernels;
   for (const auto& s : steps) {
     found = found || s.kernel == c.expect_kernel;
+    absent_found = absent_found || (!c.absent_op.empty() && s.op_type == c.absent_op);
     kernels += s.op_type + ":" + s.kernel + "[" + s.post_ops + "] ";
   }
   EXPECT_TRUE(found) << c.name << " did not use " << c.expect_kernel << "; steps: " << kernels;
+  EXPECT_FALSE(absent_found) << c.name << " runs " << c.absent_op << "; steps: " << kernels;
 }
 
 using MB = ModelBuilder;
@@ -212,11 +216,12 @@ std::vector<BackendCase> cases() {
   }
   {
     BackendCase c;
+    // Batch 2: the inputs are not contiguous blocks of the output, so the concat kernel runs.
     c.name = "concat_blocked";
-    c.inputs = {{"x", {1, 8, 6, 6}}};
+    c.inputs = {{"x", {2, 8, 6, 6}}};
     c.expect_kernel = "dnnl_concat";
     c.build = [](MB& b) {
-      b.input("x", {1, 8, 6, 6}).random_initializer("W1", {16, 8, 1, 1}).random_initializer("W2", {24, 8, 3, 3}, 0.1f);
+      b.input("x", {2, 8, 6, 6}).random_initializer("W1", {16, 8, 1, 1}).random_initializer("W2", {24, 8, 3, 3}, 0.1f);
       b.node("Conv", {"x", "W1"}, {"a"});
       auto& c2 = b.node("Conv", {"x", "W2"}, {"bb"});
       MB::attr(c2, "pads", std::vector<int64_t>{1, 1, 1, 1});
@@ -309,6 +314,149 @@ std::vector<BackendCase> cases() {
       b.node("Add", {"e", "one"}, {"a"});
       b.node("Mul", {"m", "a"}, {"mm"});
       b.node("Mul", {"mm", "half"}, {"y"});
+      b.output("y");
+    };
+    v.push_back(c);
+  }
+  {
+    // A DenseNet-like block in plain layout: every concat's inputs are contiguous blocks of the
+    // next one (leading dims 1), so all of them share one buffer and no Concat step runs; c2's
+    // first two inputs are c1's parts and join as c1.
+    auto dense = [](MB& b, const Shape& x) {
+      b.input("x", x).random_initializer("W1", {8, 8}, 0.3f).random_initializer("W2", {8, 8}, 0.3f);
+      b.random_initializer("W3", {8, 8}, 0.3f).random_initializer("W4", {8, 8}, 0.3f);
+      b.node("MatMul", {"x", "W1"}, {"a"});
+      b.node("MatMul", {"a", "W2"}, {"bb"});
+      auto& c1 = b.node("Concat", {"a", "bb"}, {"c1"});
+      MB::attr(c1, "axis", int64_t{1});
+      b.node("MatMul", {"c1", "W3"}, {"d"});
+      auto& c2 = b.node("Concat", {"a", "bb", "d"}, {"c2"});
+      MB::attr(c2, "axis", int64_t{1});
+      b.node("MatMul", {"c2", "W4"}, {"e"});
+      b.node("Relu", {"c2"}, {"r"});
+      b.node("Add", {"e", "r"}, {"y"});
+      b.output("y");
+    };
+    BackendCase c;
+    c.name = "concat_in_place_dense_block";
+    c.inputs = {{"x", {1, 4, 8}}};
+    c.expect_kernel = "dnnl_matmul";
+    c.absent_op = "Concat";
+    c.build = [=](MB& b) { dense(b, {1, 4, 8}); };
+    v.push_back(c);
+    c.name = "concat_batch2_copies";
+    c.inputs = {{"x", {2, 4, 8}}};
+    c.expect_kernel = "dnnl_concat";
+    c.absent_op = "";
+    c.build = [=](MB& b) { dense(b, {2, 4, 8}); };
+    v.push_back(c);
+  }
+  {
+    // Batch 1: producers write straight into the concat's channel blocks when oneDNN picks a
+    // channel-blocked layout (nChw8c/16c); with nhwc (AVX-512) the concat kernel runs. Either way
+    // the result must match; the 12-channel input is last, so it may end in a partial block.
+    BackendCase c;
+    c.name = "concat_blocked_batch1";
+    c.inputs = {{"x", {1, 8, 6, 6}}};
+    c.expect_kernel = "dnnl_conv";
+    c.build = [](MB& b) {
+      b.input("x", {1, 8, 6, 6}).random_initializer("W1", {16, 8, 1, 1}).random_initializer("W2", {12, 8, 3, 3}, 0.1f);
+      b.random_initializer("W3", {8, 28, 1, 1}, 0.2f);
+      b.node("Conv", {"x", "W1"}, {"a"});
+      auto& c2 = b.node("Conv", {"x", "W2"}, {"bb"});
+      MB::attr(c2, "pads", std::vector<int64_t>{1, 1, 1, 1});
+      auto& n = b.node("Concat", {"a", "bb"}, {"c"});
+      MB::attr(n, "axis", int64_t{1});
+      b.node("Conv", {"c", "W3"}, {"y"});
+      b.output("y");
+    };
+    v.push_back(c);
+  }
+  {
+    BackendCase c;
+    c.name = "transpose_reorder";
+    c.inputs = {{"x", {2, 3, 4, 5}}};
+    c.expect_kernel = "dnnl_reorder";
+    c.build = [](MB& b) {
+      b.input("x", {2, 3, 4, 5});
+      auto& t = b.node("Transpose", {"x"}, {"y"});
+      MB::attr(t, "perm", std::vector<int64_t>{0, 2, 3, 1});
+      b.output("y");
+    };
+    v.push_back(c);
+  }
+  {
+    // Batch 1: [seq, 1, d] -> [1, seq, d] moves no bytes.
+    BackendCase c;
+    c.name = "transpose_of_unit_dim_is_a_view";
+    c.inputs = {{"x", {6, 1, 4}}};
+    c.expect_kernel = "dnnl_matmul";
+    c.absent_op = "Transpose";
+    c.build = [](MB& b) {
+      b.input("x", {6, 1, 4}).random_initializer("W", {4, 8});
+      auto& t = b.node("Transpose", {"x"}, {"t"});
+      MB::attr(t, "perm", std::vector<int64_t>{1, 0, 2});
+      b.node("MatMul", {"t", "W"}, {"y"});
+      b.output("y");
+    };
+    v.push_back(c);
+  }
+  auto slice = [](std::string name, std::vector<int64_t> starts, std::vector<int64_t> ends, std::vector<int64_t> steps,
+                  std::string kernel) {
+    BackendCase c;
+    c.name = name;
+    c.inputs = {{"x", {2, 12, 10}}};
+    c.expect_kernel = kernel;
+    c.build = [=](MB& b) {
+      b.input("x", {2, 12, 10});
+      b.initializer_i64("starts", {2}, starts).initializer_i64("ends", {2}, ends);
+      b.initializer_i64("axes", {2}, {1, 2}).initializer_i64("steps", {2}, steps);
+      b.node("Slice", {"x", "starts", "ends", "axes", "steps"}, {"y"});
+      b.output("y");
+    };
+    return c;
+  };
+  v.push_back(slice("slice_strided", {1, 2}, {11, 9}, {2, 3}, "dnnl_reorder"));
+  v.push_back(slice("slice_reversed_runs_reference", {-1, 0}, {-100, 10}, {-1, 1}, "reference"));
+  {
+    // A transformer MLP: bias and GELU fused into the first matmul, bias and the residual Add
+    // into the second (sum post-op into the residual's buffer, which is read again: a copy).
+    BackendCase c;
+    c.name = "matmul_bias_gelu_residual";
+    c.inputs = {{"x", {1, 8, 32}}};
+    c.expect_kernel = "dnnl_matmul";
+    c.absent_op = "Add";
+    c.build = [](MB& b) {
+      b.input("x", {1, 8, 32}).random_initializer("W1", {32, 64}, 0.2f).random_initializer("B1", {64});
+      b.random_initializer("W2", {64, 32}, 0.2f).random_initializer("B2", {32});
+      b.node("MatMul", {"x", "W1"}, {"m1"});
+      b.node("Add", {"m1", "B1"}, {"a1"});
+      b.node("Gelu", {"a1"}, {"g"});
+      b.node("MatMul", {"g", "W2"}, {"m2"});
+      b.node("Add", {"B2", "m2"}, {"a2"});
+      b.node("Add", {"x", "a2"}, {"s"});
+      b.node("Mul", {"s", "x"}, {"y"});
+      b.output("y");
+    };
+    v.push_back(c);
+  }
+  {
+    // Attention scores: the 1/sqrt(d) on q becomes the matmul's output scale (both operands are
+    // activations), the scale on v is folded the same way.
+    BackendCase c;
+    c.name = "attention_scaled_operands";
+    c.inputs = {{"q", {2, 16, 8}}, {"k", {2, 8, 16}}, {"v", {2, 16, 8}}};
+    c.expect_kernel = "dnnl_matmul";
+    c.absent_op = "Div";
+    c.build = [](MB& b) {
+      b.input("q", {2, 16, 8}).input("k", {2, 8, 16}).input("v", {2, 16, 8});
+      b.initializer("s", {}, {2.8284271f}).initializer("h", {1}, {0.5f});
+      b.node("Div", {"q", "s"}, {"qs"});
+      b.node("MatMul", {"qs", "k"}, {"sc"});
+      auto& sm = b.node("Softmax", {"sc"}, {"p"});
+      MB::attr(sm, "axis", int64_t{-1});
+      b.node("Mul", {"h", "v"}, {"vs"});
+      b.node("MatMul", {"p", "vs"}, {"y"});
       b.output("y");
     };
     v.push_back(c);

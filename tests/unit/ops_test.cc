@@ -601,6 +601,38 @@ TEST(OpsMatMulTest, Hostile) {
   expect_error(infer(make_node("MatMul"), {i64({1, 1}, {1}), i64({1, 1}, {1})}), StatusCode::kUnimplemented);
 }
 
+TEST(OpsMatMulTest, FusedScaleBiasAndPostOps) {
+  const Tensor a = random_f32({2, 3, 4}, 21);
+  const Tensor b = random_f32({4, 5}, 22);
+  const Tensor bias = random_f32({5}, 23);
+  auto plain = run(make_node("MatMul"), {a, b});
+  ASSERT_TRUE(plain.ok());
+  ir::Node n = make_node("FusedMatMul", {{"alpha", ir::Attribute{0.25f}}});
+  n.post_ops.push_back(ir::PostOp{ir::PostOp::Kind::kRelu});
+  auto fused = run(n, {a, b, bias});
+  ASSERT_TRUE(fused.ok()) << fused.status().to_string();
+  ASSERT_EQ((*fused)[0].shape(), (Shape{2, 3, 5}));
+  std::vector<float> want = floats((*plain)[0]);
+  for (size_t i = 0; i < want.size(); ++i) want[i] = std::max(0.f, 0.25f * want[i] + bias.as<float>()[i % 5]);
+  expect_near(floats((*fused)[0]), want);
+  // Without a bias it is a scaled MatMul.
+  auto scaled = run(make_node("FusedMatMul", {{"alpha", ir::Attribute{2.f}}}), {a, b});
+  ASSERT_TRUE(scaled.ok());
+  want = floats((*plain)[0]);
+  for (float& v : want) v *= 2.f;
+  expect_near(floats((*scaled)[0]), want);
+}
+
+TEST(OpsMatMulTest, FusedHostile) {
+  // A bias that would widen the output, or of the wrong dtype.
+  expect_error(infer(make_node("FusedMatMul"), {random_f32({2, 3}, 1), random_f32({3, 4}, 1), random_f32({3, 4}, 1)}),
+               StatusCode::kInvalidArgument);
+  expect_error(infer(make_node("FusedMatMul"), {random_f32({2, 3}, 1), random_f32({3, 4}, 1), i64({4}, {1, 2, 3, 4})}),
+               StatusCode::kUnimplemented);
+  expect_error(infer(make_node("FusedMatMul", {{"alpha", ir::Attribute{int64_t{2}}}}), {random_f32({2, 3}, 1), random_f32({3, 4}, 1)}),
+               StatusCode::kInvalidArgument);
+}
+
 // ---- Softmax, LayerNormalization, Gelu ----------------------------------------------------------
 
 std::vector<float> softmax_of(std::vector<float> v) {

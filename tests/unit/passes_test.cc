@@ -131,6 +131,85 @@ void expect_valid_sorted(const Graph& g) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// fuse_matmul_epilogue
+
+TEST(PassesMatMulEpilogue, BiasAddBecomesFusedMatMulThenResidualAndGelu) {
+  GraphBuilder b;
+  ValueId x = b.input("x", {1, 4, 8});
+  ValueId w1 = b.constant("w1", {8, 16}, pseudo_random(128, 1, -1.f, 1.f));
+  ValueId b1 = b.constant("b1", {16}, pseudo_random(16, 2, -1.f, 1.f));
+  ValueId w2 = b.constant("w2", {16, 8}, pseudo_random(128, 3, -1.f, 1.f));
+  ValueId b2 = b.constant("b2", {8}, pseudo_random(8, 4, -1.f, 1.f));
+  ValueId m1 = b.op("MatMul", {x, w1}, "m1", {1, 4, 16});
+  ValueId a1 = b.op("Add", {b1, m1}, "a1", {1, 4, 16});
+  ValueId g = b.op("Gelu", {a1}, "g", {1, 4, 16});
+  ValueId m2 = b.op("MatMul", {g, w2}, "m2", {1, 4, 8});
+  ValueId a2 = b.op("Add", {m2, b2}, "a2", {1, 4, 8});
+  b.output(b.op("Add", {x, a2}, "y", {1, 4, 8}));
+  PassStats stats;
+  ASSERT_TRUE(fuse_matmul_epilogue(b.g, stats).ok());
+  ASSERT_TRUE(fuse_residual_add(b.g, stats).ok());
+  ASSERT_TRUE(fuse_activations(b.g, stats).ok());
+  expect_valid_sorted(b.g);
+  EXPECT_EQ(stats.matmuls_fused, 2);
+  EXPECT_EQ(stats.residual_adds_fused, 1);
+  ASSERT_EQ(b.g.nodes.size(), 2u);
+  EXPECT_EQ(b.g.nodes[0].op_type, "FusedMatMul");
+  EXPECT_EQ(input_names(b.g, b.g.nodes[0]), (std::vector<std::string>{"x", "w1", "b1"}));
+  ASSERT_EQ(b.g.nodes[0].post_ops.size(), 1u);
+  EXPECT_EQ(b.g.nodes[0].post_ops[0].kind, PostOp::Kind::kGeluErf);
+  EXPECT_EQ(input_names(b.g, b.g.nodes[1]), (std::vector<std::string>{"g", "w2", "b2", "x"}));
+  ASSERT_EQ(b.g.nodes[1].post_ops.size(), 1u);
+  EXPECT_EQ(b.g.nodes[1].post_ops[0].kind, PostOp::Kind::kSum);
+  EXPECT_EQ(output_names(b.g), std::vector<std::string>{"y"});
+}
+
+TEST(PassesMatMulEpilogue, OperandScalesBecomeAlpha) {
+  GraphBuilder b;
+  ValueId q = b.input("q", {2, 4, 8});
+  ValueId kt = b.input("kt", {2, 8, 4});
+  ValueId qs = b.op("Div", {q, b.scalar("eight", 8.f)}, "qs", {2, 4, 8});
+  ValueId ks = b.op("Mul", {b.scalar("half", 0.5f, {1}), kt}, "ks", {2, 8, 4});
+  b.output(b.op("MatMul", {qs, ks}, "s", {2, 4, 4}));
+  PassStats stats;
+  ASSERT_TRUE(fuse_matmul_epilogue(b.g, stats).ok());
+  expect_valid_sorted(b.g);
+  EXPECT_EQ(stats.matmuls_fused, 1);
+  ASSERT_EQ(b.g.nodes.size(), 1u);
+  const Node& n = b.g.nodes[0];
+  EXPECT_EQ(n.op_type, "FusedMatMul");
+  EXPECT_EQ(input_names(b.g, n), (std::vector<std::string>{"q", "kt"}));
+  EXPECT_FLOAT_EQ(n.attr_float("alpha").value(), 0.0625f);
+  EXPECT_EQ(output_names(b.g), std::vector<std::string>{"s"});
+}
+
+TEST(PassesMatMulEpilogueNot, NonConstantBiasSharedOutputOrWideningScale) {
+  GraphBuilder b;
+  ValueId x = b.input("x", {4, 8});
+  ValueId w = b.constant("w", {8, 8}, pseudo_random(64, 5, -1.f, 1.f));
+  // A non-constant addend is not a bias.
+  ValueId m1 = b.op("MatMul", {x, w}, "m1", {4, 8});
+  ValueId a1 = b.op("Add", {m1, x}, "a1", {4, 8});
+  // The product is read twice: the Add cannot disappear into it.
+  ValueId m2 = b.op("MatMul", {a1, w}, "m2", {4, 8});
+  ValueId a2 = b.op("Add", {m2, b.constant("c", {8}, pseudo_random(8, 6, -1.f, 1.f))}, "a2", {4, 8});
+  ValueId r = b.op("Relu", {m2}, "r", {4, 8});
+  // A scale that raises its operand's rank would change the product's shape.
+  ValueId v = b.input("v", {8});
+  ValueId vs = b.op("Mul", {v, b.scalar("two", 2.f, {1, 1})}, "vs", {1, 8});
+  ValueId m3 = b.op("MatMul", {vs, w}, "m3", {1, 8});
+  b.output(a2);
+  b.output(r);
+  b.output(m3);
+  PassStats stats;
+  ASSERT_TRUE(fuse_matmul_epilogue(b.g, stats).ok());
+  expect_valid_sorted(b.g);
+  EXPECT_EQ(stats.matmuls_fused, 0);
+  EXPECT_EQ(count_op(b.g, "FusedMatMul"), 0);
+  EXPECT_EQ(count_op(b.g, "Add"), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
 // eliminate_identities
 
 TEST(PassesIdentity, RemovesChainInTheMiddle) {

@@ -3,6 +3,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
 
@@ -12,12 +14,15 @@
 namespace tenet::cpu {
 
 // A slot is one tensor in one layout: a graph value, or a reordered copy of one. Slots that are
-// not constants get a buffer in the arena; an in-place output shares its input's buffer.
+// not constants get a buffer in the arena; an in-place output or a view shares its input's
+// buffer, and an input of an in-place concat is a part of the concat's buffer.
 struct Slot {
   Layout layout;
   std::string name;
-  const void* constant = nullptr;  // constants live outside the arena
-  int root = -1;                   // slot whose buffer this one shares (in place), or -1
+  ir::ValueId value = ir::kNoValue;  // the graph value whose data the slot holds (in any layout)
+  const void* constant = nullptr;    // constants live outside the arena
+  int root = -1;                     // slot whose buffer this one shares, or -1
+  size_t offset_bytes = 0;           // where this slot starts in its root's bytes
   int first_step = 0;
   int last_step = 0;
   int buffer = -1;
@@ -37,6 +42,7 @@ struct CompiledModel::Impl {
   std::vector<Step> steps;
   std::vector<int> input_slots;   // per graph input
   std::vector<int> output_slots;  // per graph output
+  std::vector<std::byte*> input_data, output_data;  // their addresses, set once planned
   std::byte* arena = nullptr;
   std::byte* scratchpad = nullptr;
 
@@ -61,6 +67,70 @@ std::string post_ops_string(const std::vector<ir::PostOp>& post_ops) {
   return s;
 }
 
+// Where each part of a concatenation starts in the output's bytes when every part, in the
+// output's layout (`tag` undef: plain), is one contiguous block of the output: all dims before
+// the axis are 1 and, in a channel-blocked format (nChw8c, ...), every part but the last covers
+// whole channel blocks. Empty when the parts are not contiguous blocks (e.g. nhwc, or batch > 1).
+std::vector<size_t> concat_part_offsets(const Shape& out, int64_t axis, std::span<const Shape> parts,
+                                        dnnl::memory::format_tag tag) {
+  int64_t block = 1;
+  if (tag == dnnl::memory::format_tag::nChw4c) block = 4;
+  else if (tag == dnnl::memory::format_tag::nChw8c) block = 8;
+  else if (tag == dnnl::memory::format_tag::nChw16c) block = 16;
+  else if (tag != dnnl::memory::format_tag::undef) return {};
+  if (block > 1 && axis != 1) return {};
+  const auto a = static_cast<size_t>(axis);
+  for (size_t d = 0; d < a; ++d) {
+    if (out[d] != 1) return {};
+  }
+  const int64_t inner = numel(std::span(out).subspan(a + 1));
+  std::vector<size_t> offsets;
+  int64_t at = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i + 1 < parts.size() && parts[i][a] % block != 0) return {};
+    offsets.push_back(static_cast<size_t>(at * inner) * sizeof(float));
+    at += parts[i][a];
+  }
+  return offsets;
+}
+
+// True when two float32 layouts of one shape put every element at the same byte (nhwc and
+// nChw8c are plain when H = W = 1 and C is a multiple of 8: a pooled feature vector), so that a
+// conversion between them is a view. Checked by reordering the element indices once.
+bool same_bytes(const Layout& a, const Layout& b, dnnl::engine& engine) {
+  if (a.dtype != DType::kFloat32 || b.dtype != DType::kFloat32 || a.shape != b.shape) return false;
+  const int64_t count = numel(a.shape);
+  // Indices above 2^24 are not exact in float32.
+  if (a.size_bytes() != b.size_bytes() || a.size_bytes() != static_cast<size_t>(count) * sizeof(float) || count > (int64_t{1} << 24)) {
+    return false;
+  }
+  std::vector<float> src(static_cast<size_t>(count)), dst(static_cast<size_t>(count));
+  for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<float>(i);
+  dnnl::memory src_mem(a.md, engine, src.data()), dst_mem(b.md, engine, dst.data());
+  dnnl::stream stream(engine);
+  dnnl::reorder(src_mem, dst_mem).execute(stream, src_mem, dst_mem);
+  stream.wait();
+  return src == dst;
+}
+
+// A Transpose that only moves dims of size 1 keeps every element at its row-major offset (at
+// batch 1, BERT's [seq, batch, d] <-> [batch, seq, d] transposes): the bytes do not move.
+bool is_reshaping_transpose(const ir::Graph& g, const ir::Node& n) {
+  if (n.op_type != "Transpose" || n.inputs.size() != 1 || n.inputs[0] == ir::kNoValue) return false;
+  const Shape& x = g.value(n.inputs[0]).shape;
+  std::vector<int64_t> reversed(x.size());
+  for (size_t i = 0; i < x.size(); ++i) reversed[i] = static_cast<int64_t>(x.size() - 1 - i);
+  Result<std::vector<int64_t>> perm = n.attr_ints("perm", reversed);
+  if (!perm.ok() || perm->size() != x.size()) return false;
+  int64_t last = -1;
+  for (int64_t p : *perm) {
+    if (x[static_cast<size_t>(p)] == 1) continue;
+    if (p < last) return false;
+    last = p;
+  }
+  return true;
+}
+
 }  // namespace
 
 int64_t node_flops(const ir::Graph& g, const ir::Node& n) {
@@ -74,7 +144,7 @@ int64_t node_flops(const ir::Graph& g, const ir::Node& n) {
     for (size_t i = 1; i < w.size(); ++i) per_out *= w[i];
     return 2 * out_count * per_out;
   }
-  if ((n.op_type == "MatMul" || n.op_type == "Gemm") && n.inputs.size() >= 2 && !shape(0).empty()) {
+  if ((n.op_type == "MatMul" || n.op_type == "FusedMatMul" || n.op_type == "Gemm") && n.inputs.size() >= 2 && !shape(0).empty()) {
     int64_t k = shape(0).back();
     if (n.op_type == "Gemm" && n.attr_int("transA", 0).value() != 0) k = shape(0).front();
     return 2 * out_count * k;
@@ -106,24 +176,25 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
   std::vector<bool> is_graph_output(g.values.size(), false);
   for (ir::ValueId o : g.outputs) is_graph_output[static_cast<size_t>(o)] = true;
 
-  auto new_slot = [&](Layout layout, std::string name) {
+  auto new_slot = [&](Layout layout, std::string name, ir::ValueId value) {
     Slot s;
     s.layout = std::move(layout);
     s.name = std::move(name);
+    s.value = value;
     m.slots.push_back(std::move(s));
     return static_cast<int>(m.slots.size() - 1);
   };
 
   for (ir::ValueId id : g.inputs) {
     const ir::Value& v = g.value(id);
-    value_slot[static_cast<size_t>(id)] = new_slot(plain_layout(v.dtype, v.shape), v.name);
+    value_slot[static_cast<size_t>(id)] = new_slot(plain_layout(v.dtype, v.shape), v.name, id);
     m.input_slots.push_back(value_slot[static_cast<size_t>(id)]);
     model->inputs_.push_back({v.name, v.dtype, v.shape});
   }
   for (size_t i = 0; i < g.values.size(); ++i) {
     const ir::Value& v = g.values[i];
     if (!v.is_constant()) continue;
-    int s = new_slot(plain_layout(v.dtype, v.shape), v.name);
+    int s = new_slot(plain_layout(v.dtype, v.shape), v.name, static_cast<ir::ValueId>(i));
     m.slots[static_cast<size_t>(s)].constant = v.constant.data();
     value_slot[i] = s;
     model->weight_bytes_ += v.constant.size_bytes();
@@ -133,17 +204,26 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     m.steps.push_back(Step{std::move(k), std::move(ins), std::move(outs)});
     model->step_info_.push_back(std::move(info));
   };
-  // Returns a slot holding `slot`'s tensor in `want`, adding a reorder step if needed.
+  // Returns a slot holding `slot`'s tensor in `want`: a view when the bytes are already right,
+  // else the output of a new reorder step.
   auto convert = [&](int slot, const Layout& want) -> Result<int> {
-    const Layout& have = m.slots[static_cast<size_t>(slot)].layout;
+    const Layout have = m.slots[static_cast<size_t>(slot)].layout;
     if (have == want) return slot;
     const std::string key = want.describe() + shape_to_string(want.shape);
     auto it = converted.find({slot, key});
     if (it != converted.end() && m.slots[static_cast<size_t>(it->second)].layout == want) return it->second;
-    TENET_ASSIGN_OR_RETURN(std::unique_ptr<Kernel> k, make_reorder_kernel(have, want, m.engine));
-    const std::string name = m.slots[static_cast<size_t>(slot)].name + "@" + want.describe();
-    int out = new_slot(want, name);
-    add_step(std::move(k), {slot}, {out}, StepInfo{"reorder " + m.slots[static_cast<size_t>(slot)].name, "Reorder", "dnnl_reorder", want.describe(), "", 0});
+    const std::string name = m.slots[static_cast<size_t>(slot)].name;
+    const bool view = !m.slots[static_cast<size_t>(slot)].constant && same_bytes(have, want, m.engine);
+    std::unique_ptr<Kernel> k;
+    if (!view) {
+      TENET_ASSIGN_OR_RETURN(k, make_reorder_kernel(have, want, m.engine));
+    }
+    const int out = new_slot(want, name + "@" + want.describe(), m.slots[static_cast<size_t>(slot)].value);
+    if (view) {
+      m.slots[static_cast<size_t>(out)].root = slot;
+    } else {
+      add_step(std::move(k), {slot}, {out}, StepInfo{"reorder " + name, "Reorder", "dnnl_reorder", want.describe(), "", 0});
+    }
     converted[{slot, key}] = out;
     return out;
   };
@@ -152,16 +232,86 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     while (m.slots[static_cast<size_t>(s)].root >= 0) s = m.slots[static_cast<size_t>(s)].root;
     return s;
   };
-  // True when no value stored in `slot`'s buffer is read after node `ni` or handed out at the end,
-  // so the buffer may be overwritten in place at `ni`.
+  // True when no value stored in `slot`'s buffer (in any layout: a reordered copy is read again
+  // by later consumers that want the same layout) is read after node `ni` or handed out at the
+  // end, so the buffer may be overwritten in place at `ni`.
   auto buffer_dies_at = [&](int slot, size_t ni) {
     const int root = root_of(slot);
     if (m.slots[static_cast<size_t>(root)].constant) return false;
     if (std::find(m.input_slots.begin(), m.input_slots.end(), root) != m.input_slots.end()) return false;
-    for (size_t v = 0; v < g.values.size(); ++v) {
-      if (value_slot[v] < 0 || root_of(value_slot[v]) != root) continue;
+    for (size_t s = 0; s < m.slots.size(); ++s) {
+      const auto v = static_cast<size_t>(m.slots[s].value);
+      if (m.slots[s].value == ir::kNoValue || root_of(static_cast<int>(s)) != root) continue;
       if (is_graph_output[v] || last_consumer[v] > static_cast<int>(ni)) return false;
     }
+    return true;
+  };
+  // In-place concat roots and their parts in order (slots whose root is the concat's slot).
+  std::map<int, std::vector<int>> concat_parts;
+  // A slot that may become a part of an in-place concat: it owns its buffer (it is not a view or
+  // an in-place output) and is written by a step (not a graph input or a constant).
+  auto owns_buffer = [&](int s) {
+    const Slot& slot = m.slots[static_cast<size_t>(s)];
+    return slot.root < 0 && !slot.constant && std::find(m.input_slots.begin(), m.input_slots.end(), s) == m.input_slots.end();
+  };
+  // Concat without a copy: when every input is one contiguous block of the output
+  // (concat_part_offsets), the output gets the buffer and every input slot becomes a part of it,
+  // so the producers write straight into the output and the Concat runs no step. Inputs that are
+  // the parts of an earlier in-place concat, in the same order, join as that whole concat
+  // (DenseNet's growing concats then share one buffer per dense block). False: not possible here;
+  // the Concat then runs as a kernel.
+  auto concat_in_place = [&](const ir::Node& node) -> Result<bool> {
+    if (node.op_type != "Concat" || !node.post_ops.empty() || node.outputs.size() != 1 || node.outputs[0] == ir::kNoValue) {
+      return false;
+    }
+    const ir::Value& y = g.value(node.outputs[0]);
+    if (y.dtype != DType::kFloat32 || y.shape.empty()) return false;
+    int64_t axis = node.attr_int("axis", 0).value();
+    if (axis < 0) axis += static_cast<int64_t>(y.shape.size());
+    // The layout the concat kernel would use (make_concat): the first named blocked format.
+    dnnl::memory::format_tag tag = dnnl::memory::format_tag::undef;
+    for (ir::ValueId in : node.inputs) {
+      if (in == ir::kNoValue) return false;
+      if (tag == dnnl::memory::format_tag::undef) tag = blocked_tag(m.slots[static_cast<size_t>(value_slot[static_cast<size_t>(in)])].layout);
+    }
+    auto layout_for = [&](const Shape& s) {
+      return tag == dnnl::memory::format_tag::undef ? plain_layout(DType::kFloat32, s) : tagged_layout(s, tag);
+    };
+    std::vector<Shape> in_shapes;
+    for (ir::ValueId in : node.inputs) in_shapes.push_back(g.value(in).shape);
+    if (concat_part_offsets(y.shape, axis, in_shapes, tag).empty()) return false;
+    std::vector<int> ins;
+    for (ir::ValueId in : node.inputs) {
+      TENET_ASSIGN_OR_RETURN(int s, convert(value_slot[static_cast<size_t>(in)], layout_for(g.value(in).shape)));
+      ins.push_back(s);
+    }
+    std::vector<int> parts;
+    std::vector<Shape> part_shapes;
+    for (size_t i = 0; i < ins.size();) {
+      const int root = root_of(ins[i]);
+      auto group = concat_parts.find(root);
+      if (root != ins[i] && group != concat_parts.end() && owns_buffer(root) && i + group->second.size() <= ins.size() &&
+          std::equal(group->second.begin(), group->second.end(), ins.begin() + static_cast<std::ptrdiff_t>(i))) {
+        parts.push_back(root);
+        i += group->second.size();
+      } else if (owns_buffer(ins[i]) && std::find(parts.begin(), parts.end(), ins[i]) == parts.end()) {
+        parts.push_back(ins[i]);
+        ++i;
+      } else {
+        return false;
+      }
+      part_shapes.push_back(m.slots[static_cast<size_t>(parts.back())].layout.shape);
+      if (!(m.slots[static_cast<size_t>(parts.back())].layout == layout_for(part_shapes.back()))) return false;
+    }
+    const std::vector<size_t> offsets = concat_part_offsets(y.shape, axis, part_shapes, tag);
+    if (offsets.empty()) return false;
+    const int out = new_slot(layout_for(y.shape), y.name, node.outputs[0]);
+    for (size_t i = 0; i < parts.size(); ++i) {
+      m.slots[static_cast<size_t>(parts[i])].root = out;
+      m.slots[static_cast<size_t>(parts[i])].offset_bytes = offsets[i];
+    }
+    concat_parts[out] = ins;
+    value_slot[static_cast<size_t>(node.outputs[0])] = out;
     return true;
   };
   // Reshape-like ops on plain tensors move no bytes: their output is a view of the input buffer.
@@ -171,13 +321,14 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     const ir::Node& node = g.nodes[ni];
     const bool is_view = node.post_ops.empty() && node.outputs.size() == 1 && node.outputs[0] != ir::kNoValue &&
                          !node.inputs.empty() && node.inputs[0] != ir::kNoValue &&
-                         std::any_of(std::begin(kViewOps), std::end(kViewOps), [&](const char* op) { return node.op_type == op; });
+                         (std::any_of(std::begin(kViewOps), std::end(kViewOps), [&](const char* op) { return node.op_type == op; }) ||
+                          is_reshaping_transpose(g, node));
     if (is_view) {
       const ir::Value& src_v = g.value(node.inputs[0]);
       const ir::Value& dst_v = g.value(node.outputs[0]);
       if (src_v.dtype == dst_v.dtype && numel(src_v.shape) == numel(dst_v.shape)) {
         TENET_ASSIGN_OR_RETURN(int src, convert(value_slot[static_cast<size_t>(node.inputs[0])], plain_layout(src_v.dtype, src_v.shape)));
-        const int out = new_slot(plain_layout(dst_v.dtype, dst_v.shape), dst_v.name);
+        const int out = new_slot(plain_layout(dst_v.dtype, dst_v.shape), dst_v.name, node.outputs[0]);
         if (m.slots[static_cast<size_t>(src)].constant) {
           m.slots[static_cast<size_t>(out)].constant = m.slots[static_cast<size_t>(src)].constant;
         } else {
@@ -186,6 +337,10 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
         value_slot[static_cast<size_t>(node.outputs[0])] = out;
         continue;
       }
+    }
+    if (!options.reference_only) {
+      TENET_ASSIGN_OR_RETURN(const bool in_place, concat_in_place(node));
+      if (in_place) continue;
     }
     KernelInputs kin{g, node, {}, m.engine};
     for (ir::ValueId in : node.inputs) {
@@ -218,13 +373,12 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     for (size_t o = 0; o < node.outputs.size(); ++o) {
       if (node.outputs[o] == ir::kNoValue) continue;
       const ir::Value& v = g.value(node.outputs[o]);
-      outs[o] = new_slot(kernel->outputs[o], v.name);
+      outs[o] = new_slot(kernel->outputs[o], v.name, node.outputs[o]);
       value_slot[static_cast<size_t>(node.outputs[o])] = outs[o];
       const int k = kernel->in_place[o];
       if (k < 0) continue;
       // The output must start as input k's bytes (oneDNN's sum post-op). Share the buffer when
       // nothing reads input k after this node; otherwise work on a copy.
-      const ir::ValueId src_value = node.inputs[static_cast<size_t>(k)];
       int src = ins[static_cast<size_t>(k)];
       // Another input of this node in the same buffer (Add(Conv(x), x)) must not be overwritten.
       bool used_elsewhere_here = false;
@@ -236,7 +390,7 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
         Layout l = m.slots[static_cast<size_t>(src)].layout;
         // A plain reorder with identical layouts is a copy.
         TENET_ASSIGN_OR_RETURN(std::unique_ptr<Kernel> copy, make_reorder_kernel(l, l, m.engine));
-        int tmp = new_slot(l, m.slots[static_cast<size_t>(src)].name + "@copy");
+        int tmp = new_slot(l, m.slots[static_cast<size_t>(src)].name + "@copy", m.slots[static_cast<size_t>(src)].value);
         add_step(std::move(copy), {src}, {tmp}, StepInfo{"copy " + m.slots[static_cast<size_t>(src)].name, "Copy", "dnnl_reorder", l.describe(), "", 0});
         src = tmp;
         ins[static_cast<size_t>(k)] = tmp;
@@ -272,26 +426,30 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     }
   }
   for (int s : m.output_slots) m.slots[static_cast<size_t>(s)].last_step = end_step;
-  // Buffers: one per root slot; in-place slots and views extend their root's lifetime.
-  for (size_t i = 0; i < m.slots.size(); ++i) {
-    Slot& s = m.slots[i];
-    if (s.constant) continue;
-    if (s.first_step < 0) s.first_step = 0;
-    if (s.last_step < s.first_step) s.last_step = s.first_step;
-  }
+  // Buffers: one per root slot, live from the first step that writes or reads any slot in it to
+  // the last (the parts of an in-place concat are written before their root is ever read).
+  auto offset_in_buffer = [&](int s) {
+    size_t offset = 0;
+    for (; s >= 0; s = m.slots[static_cast<size_t>(s)].root) offset += m.slots[static_cast<size_t>(s)].offset_bytes;
+    return offset;
+  };
   for (size_t i = 0; i < m.slots.size(); ++i) {
     if (m.slots[i].constant || m.slots[i].root >= 0) continue;
     m.slots[i].buffer = static_cast<int>(model->buffers_.size());
-    model->buffers_.push_back({m.slots[i].layout.size_bytes(), m.slots[i].first_step, m.slots[i].last_step, m.slots[i].name});
+    model->buffers_.push_back({0, INT_MAX, -1, m.slots[i].name});
   }
   for (size_t i = 0; i < m.slots.size(); ++i) {
-    if (m.slots[i].constant || m.slots[i].root < 0) continue;
-    Slot& root = m.slots[static_cast<size_t>(root_of(static_cast<int>(i)))];
-    plan::BufferRequest& b = model->buffers_[static_cast<size_t>(root.buffer)];
-    b.size_bytes = std::max(b.size_bytes, m.slots[i].layout.size_bytes());
-    // A view or in-place output is produced after its root, so only its last use matters.
-    b.last_step = std::max(b.last_step, m.slots[i].last_step);
-    m.slots[i].buffer = root.buffer;
+    Slot& s = m.slots[i];
+    if (s.constant) continue;
+    s.buffer = m.slots[static_cast<size_t>(root_of(static_cast<int>(i)))].buffer;
+    plan::BufferRequest& b = model->buffers_[static_cast<size_t>(s.buffer)];
+    b.size_bytes = std::max(b.size_bytes, offset_in_buffer(static_cast<int>(i)) + s.layout.size_bytes());
+    if (s.first_step < 0 && s.last_step < 0) continue;
+    b.first_step = std::min(b.first_step, s.first_step >= 0 ? s.first_step : s.last_step);
+    b.last_step = std::max({b.last_step, s.first_step, s.last_step});
+  }
+  for (plan::BufferRequest& b : model->buffers_) {
+    if (b.last_step < 0) b.first_step = b.last_step = 0;  // never touched
   }
   model->arena_plan_ = plan::plan_greedy_by_size(model->buffers_);
   TENET_RETURN_IF_ERROR(plan::verify_plan(model->buffers_, model->arena_plan_));
@@ -309,8 +467,10 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     if (s < 0) return nullptr;
     const Slot& slot = m.slots[static_cast<size_t>(s)];
     if (slot.constant) return const_cast<void*>(slot.constant);
-    return m.arena + model->arena_plan_.offsets[static_cast<size_t>(slot.buffer)];
+    return m.arena + model->arena_plan_.offsets[static_cast<size_t>(slot.buffer)] + offset_in_buffer(s);
   };
+  for (int s : m.input_slots) m.input_data.push_back(static_cast<std::byte*>(address(s)));
+  for (int s : m.output_slots) m.output_data.push_back(static_cast<std::byte*>(address(s)));
   for (Step& st : m.steps) {
     std::vector<void*> ins, outs;
     for (int s : st.in_slots) ins.push_back(address(s));
@@ -321,27 +481,38 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
 }
 
 Status CompiledModel::run(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs) {
+  return run_steps(inputs, outputs, nullptr);
+}
+
+Status CompiledModel::run_profiled(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs,
+                                   std::vector<double>& step_ms) {
+  step_ms.resize(impl_->steps.size(), 0.0);
+  return run_steps(inputs, outputs, &step_ms);
+}
+
+Status CompiledModel::run_steps(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs,
+                                std::vector<double>* step_ms) {
   Impl& m = *impl_;
   if (inputs.size() != inputs_.size()) {
     return invalid_argument("the model takes {} inputs, {} were given", inputs_.size(), inputs.size());
   }
-  auto address = [&](int s) -> std::byte* {
-    const Slot& slot = m.slots[static_cast<size_t>(s)];
-    if (slot.constant) return static_cast<std::byte*>(const_cast<void*>(slot.constant));
-    return m.arena + arena_plan_.offsets[static_cast<size_t>(slot.buffer)];
-  };
   for (size_t i = 0; i < inputs.size(); ++i) {
     const TensorInfo& info = inputs_[i];
     if (inputs[i].dtype != info.dtype || inputs[i].shape != info.shape) {
       return invalid_argument("input '{}' must be {} {}, got {} {}", info.name, dtype_name(info.dtype), shape_to_string(info.shape),
                               dtype_name(inputs[i].dtype), shape_to_string(inputs[i].shape));
     }
-    std::memcpy(address(m.input_slots[i]), inputs[i].data, inputs[i].size_bytes());
+    std::memcpy(m.input_data[i], inputs[i].data, inputs[i].size_bytes());
   }
   omp_set_num_threads(threads_);
   for (size_t i = 0; i < m.steps.size(); ++i) {
+    const auto start = step_ms ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
     Status s = m.steps[i].kernel->execute(m.stream);
     if (!s.ok()) return s.with_context(fmt::format("step {} ({})", i, step_info_[i].node));
+    if (step_ms) {
+      m.stream.wait();
+      (*step_ms)[i] += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    }
   }
   m.stream.wait();
   outputs.resize(outputs_.size());
@@ -349,7 +520,7 @@ Status CompiledModel::run(std::span<const ConstTensorView> inputs, std::vector<T
     if (!outputs[i].defined() || outputs[i].dtype() != outputs_[i].dtype || outputs[i].shape() != outputs_[i].shape) {
       TENET_ASSIGN_OR_RETURN(outputs[i], Tensor::zeros(outputs_[i].dtype, outputs_[i].shape));
     }
-    std::memcpy(outputs[i].data(), address(m.output_slots[i]), outputs[i].size_bytes());
+    std::memcpy(outputs[i].data(), m.output_data[i], outputs[i].size_bytes());
   }
   return ok_status();
 }

@@ -56,6 +56,9 @@ class CompiledModel {
   // Inputs in the order of inputs(), each with exactly the compiled dtype and shape. Outputs are
   // written to `outputs` (allocated here on first use, reused afterwards).
   Status run(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs);
+  // run() that also adds each step's wall time in milliseconds to `step_ms` (one entry per
+  // steps(), resized on first use), for profilers such as bench/profile_steps.cc.
+  Status run_profiled(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs, std::vector<double>& step_ms);
 
   const std::vector<plan::BufferRequest>& buffers() const { return buffers_; }
   const plan::ArenaPlan& arena_plan() const { return arena_plan_; }
@@ -67,6 +70,7 @@ class CompiledModel {
 
  private:
   CompiledModel();
+  Status run_steps(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs, std::vector<double>* step_ms);
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::vector<TensorInfo> inputs_, outputs_;

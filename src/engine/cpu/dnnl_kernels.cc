@@ -3,10 +3,12 @@
 // layout oneDNN prefers; activations keep the blocked layouts oneDNN picks across consecutive ops.
 #include <algorithm>
 #include <cfloat>
+#include <cmath>
 #include <cstring>
 #include <unordered_map>
 
 #include "engine/cpu/kernel.h"
+#include "engine/ops/op.h"
 
 namespace tenet::cpu {
 namespace {
@@ -24,6 +26,7 @@ struct ArgBinding {
   Source source;
   int index;  // node input/output index, or index into owned memories
   memory::desc md;
+  size_t offset_bytes = 0;  // where the argument starts in the input's or output's buffer
 };
 
 class DnnlKernel : public Kernel {
@@ -42,7 +45,7 @@ class DnnlKernel : public Kernel {
         case ArgBinding::Source::kOwned: args_.emplace(b.arg, owned_[static_cast<size_t>(b.index)]); continue;
       }
       if (ptr == nullptr) return internal_error("{}: argument {} bound to no memory", name_, b.arg);
-      args_.emplace(b.arg, memory(b.md, engine_, ptr));
+      args_.emplace(b.arg, memory(b.md, engine_, static_cast<std::byte*>(ptr) + b.offset_bytes));
     }
     return ok_status();
   }
@@ -61,7 +64,9 @@ class DnnlKernel : public Kernel {
     scratchpad_bytes = scratchpad_md.get_size();
     if (scratchpad_bytes > 0) bindings_.push_back({DNNL_ARG_SCRATCHPAD, ArgBinding::Source::kScratchpad, 0, scratchpad_md});
   }
-  void bind_input(int arg, int index, const memory::desc& md) { bindings_.push_back({arg, ArgBinding::Source::kInput, index, md}); }
+  void bind_input(int arg, int index, const memory::desc& md, size_t offset_bytes = 0) {
+    bindings_.push_back({arg, ArgBinding::Source::kInput, index, md, offset_bytes});
+  }
   void bind_output(int arg, int index, const memory::desc& md) { bindings_.push_back({arg, ArgBinding::Source::kOutput, index, md}); }
   void bind_owned(int arg, memory m) {
     owned_.push_back(std::move(m));
@@ -437,6 +442,60 @@ Result<std::unique_ptr<Kernel>> make_concat(KernelInputs& in) {
   return std::unique_ptr<Kernel>(std::move(k));
 }
 
+// Data movement as one oneDNN reorder from a strided view of the input to the plain output; the
+// reorder's JIT kernels are much faster than the reference's element-by-element index walk.
+KernelPtr strided_copy_kernel(KernelInputs& in, const std::vector<int64_t>& src_strides, int64_t src_offset) {
+  const ir::Value& y = output_value(in, 0);
+  if (y.shape.empty() || y.shape.size() > DNNL_MAX_NDIMS || numel(y.shape) == 0) return nullptr;
+  // oneDNN strides are non-negative (a reversing Slice stays on the reference).
+  if (std::any_of(src_strides.begin(), src_strides.end(), [](int64_t s) { return s < 0; })) return nullptr;
+  memory::desc src_md(to_dims(y.shape), dt::f32, memory::dims(src_strides.begin(), src_strides.end()));
+  memory::desc dst_md = plain_md(y.shape);
+  dnnl::reorder::primitive_desc pd(in.engine, src_md, in.engine, dst_md, base_attr());
+  auto k = std::make_unique<DnnlKernel>("dnnl_reorder", in.engine);
+  k->required_inputs.resize(in.node.inputs.size());
+  for (size_t i = 0; i < in.node.inputs.size(); ++i) {
+    const ir::Value* v = input_value(in, i);
+    if (v) k->required_inputs[i] = plain_layout(v->dtype, v->shape);
+  }
+  k->outputs = {plain_layout(DType::kFloat32, y.shape)};
+  k->in_place = {-1};
+  k->bind_input(DNNL_ARG_SRC, 0, src_md, static_cast<size_t>(src_offset) * sizeof(float));
+  k->bind_output(DNNL_ARG_DST, 0, dst_md);
+  k->set_primitive(dnnl::reorder(pd), pd.scratchpad_desc());
+  return k;
+}
+
+Result<std::unique_ptr<Kernel>> make_transpose(KernelInputs& in) {
+  const ir::Node& n = in.node;
+  const ir::Value* x = input_value(in, 0);
+  if (!all_float(in) || !n.post_ops.empty() || x->shape.empty()) return KernelPtr{};
+  const size_t rank = x->shape.size();
+  std::vector<int64_t> reversed(rank);
+  for (size_t i = 0; i < rank; ++i) reversed[i] = static_cast<int64_t>(rank - 1 - i);
+  const std::vector<int64_t> perm = ints_or(n, "perm", reversed);
+  if (perm.size() != rank) return KernelPtr{};
+  const std::vector<int64_t> in_strides = row_major_strides(x->shape);
+  std::vector<int64_t> strides(rank);
+  for (size_t i = 0; i < rank; ++i) strides[i] = in_strides[static_cast<size_t>(perm[i])];
+  return strided_copy_kernel(in, strides, 0);
+}
+
+Result<std::unique_ptr<Kernel>> make_slice(KernelInputs& in) {
+  const ir::Node& n = in.node;
+  if (n.inputs.empty() || !n.post_ops.empty() || output_value(in, 0).dtype != DType::kFloat32) return KernelPtr{};
+  std::vector<ConstTensorView> params(n.inputs.size());
+  for (size_t i = 0; i < n.inputs.size(); ++i) {
+    const ir::Value* v = input_value(in, i);
+    if (v == nullptr) continue;
+    if (i > 0 && !v->is_constant()) return KernelPtr{};
+    params[i] = i == 0 ? ConstTensorView{v->dtype, v->shape, nullptr} : v->constant.view();
+  }
+  if (params[0].dtype != DType::kFloat32) return KernelPtr{};
+  TENET_ASSIGN_OR_RETURN(const ops::StridedWindow w, ops::slice_window(n, params));
+  return strided_copy_kernel(in, w.strides, w.offset);
+}
+
 Result<std::unique_ptr<Kernel>> make_batch_norm(KernelInputs& in) {
   const ir::Node& n = in.node;
   if (!all_float(in) || n.outputs.size() != 1) return KernelPtr{};
@@ -474,16 +533,21 @@ Result<std::unique_ptr<Kernel>> make_batch_norm(KernelInputs& in) {
   return std::unique_ptr<Kernel>(std::move(k));
 }
 
-// MatMul (numpy semantics, rank >= 2) and Gemm, with a constant B packed at build time.
+// MatMul (numpy semantics, rank >= 2), FusedMatMul and Gemm, with a constant B packed at build
+// time. A sum post-op (FusedMatMul + residual Add) accumulates into dst, which starts as the
+// residual (the node's last input, shared in place).
 Result<std::unique_ptr<Kernel>> make_matmul(KernelInputs& in) {
   const ir::Node& n = in.node;
-  if (!all_float(in) || has_sum(n)) return KernelPtr{};
+  if (!all_float(in)) return KernelPtr{};
   const bool gemm = n.op_type == "Gemm";
+  const bool fused = n.op_type == "FusedMatMul";
+  const bool sum = has_sum(n);
   const ir::Value* a = input_value(in, 0);
   const ir::Value* b = input_value(in, 1);
-  const ir::Value* c = gemm ? input_value(in, 2) : nullptr;
+  const ir::Value* c = gemm || fused ? input_value(in, 2) : nullptr;
   const ir::Value& y = output_value(in, 0);
   if (a->shape.size() < 2 || b->shape.size() < 2) return KernelPtr{};
+  if (sum && n.inputs.size() != 4) return KernelPtr{};
   const size_t rank = y.shape.size();
   if (rank > 6) return KernelPtr{};
   float alpha = 1.f, beta = 1.f;
@@ -493,8 +557,10 @@ Result<std::unique_ptr<Kernel>> make_matmul(KernelInputs& in) {
     beta = n.attr_float("beta", 1.f).value();
     trans_a = n.attr_int("transA", 0).value() != 0;
     trans_b = n.attr_int("transB", 0).value() != 0;
-    if (c && !c->is_constant()) return KernelPtr{};
+  } else if (fused) {
+    alpha = n.attr_float("alpha", 1.f).value();
   }
+  if (c && !c->is_constant()) return KernelPtr{};
   Shape a_shape = pad_rank(a->shape, rank), b_shape = pad_rank(b->shape, rank);
   const int64_t m = y.shape[rank - 2], nn = y.shape[rank - 1];
   const int64_t k_dim = trans_a ? a_shape[rank - 2] : a_shape[rank - 1];
@@ -518,7 +584,7 @@ Result<std::unique_ptr<Kernel>> make_matmul(KernelInputs& in) {
   if (c) {
     Shape cs = c->shape;
     const int64_t count = numel(cs);
-    if (count == nn && (cs.size() == 1 || (cs.size() == 2 && cs[0] == 1))) {
+    if (count == nn && cs.back() == nn) {
       bias.assign(c->constant.as<float>(), c->constant.as<float>() + nn);
     } else if (count == 1) {
       bias.assign(static_cast<size_t>(nn), c->constant.as<float>()[0]);
@@ -543,17 +609,21 @@ Result<std::unique_ptr<Kernel>> make_matmul(KernelInputs& in) {
     dst_md = plain_md({rows, nn});
     if (!bias.empty()) bias_md = plain_md({1, nn});
   }
-  // alpha is folded into the constant weights (oneDNN's output scale would also scale the bias).
-  if (alpha != 1.f && !const_b) return KernelPtr{};
+  // alpha is folded into constant weights. Otherwise it is oneDNN's output scale, which also
+  // scales the bias (dst = alpha * (A.B + bias)): the bias is divided by alpha to compensate.
   Tensor b_data = b->constant;
+  dnnl::primitive_attr attr = base_attr();
   if (const_b && alpha != 1.f) {
     b_data = b->constant.clone();
     for (int64_t i = 0; i < b_data.numel(); ++i) b_data.as<float>()[i] *= alpha;
+  } else if (alpha != 1.f) {
+    if (alpha == 0.f || !std::isfinite(alpha)) return KernelPtr{};
+    for (float& v : bias) v /= alpha;
+    attr.set_output_scales(0, {alpha});
   }
   memory::desc b_use = const_b ? memory::desc(to_dims(b_logical), dt::f32, tag::any) : b_md;
-  dnnl::primitive_attr attr = base_attr();
   dnnl::post_ops po;
-  if (!to_dnnl_post_ops(n.post_ops, po, false)) return KernelPtr{};
+  if (!to_dnnl_post_ops(n.post_ops, po, /*allow_sum=*/true)) return KernelPtr{};
   attr.set_post_ops(po);
   dnnl::matmul::desc desc = bias.empty() ? dnnl::matmul::desc(a_md, b_use, dst_md) : dnnl::matmul::desc(a_md, b_use, bias_md, dst_md);
   dnnl::matmul::primitive_desc pd(desc, attr, in.engine);
@@ -564,7 +634,7 @@ Result<std::unique_ptr<Kernel>> make_matmul(KernelInputs& in) {
     if (v) k->required_inputs[i] = plain_layout(v->dtype, v->shape);
   }
   k->outputs = {plain_layout(DType::kFloat32, y.shape)};
-  k->in_place = {-1};
+  k->in_place = {sum ? 3 : -1};
   k->bind_input(DNNL_ARG_SRC, 0, a_md);
   if (const_b) {
     k->bind_owned(DNNL_ARG_WEIGHTS, reorder_constant(b_data, b_md, pd.weights_desc(), in.engine));
@@ -655,7 +725,9 @@ Result<std::unique_ptr<Kernel>> make_dnnl_kernel(KernelInputs& in) {
       {"Sub", make_binary},          {"Mul", make_binary},       {"Div", make_binary},
       {"Max", make_binary},          {"Min", make_binary},       {"Concat", make_concat},
       {"BatchNormalization", make_batch_norm}, {"MatMul", make_matmul}, {"Gemm", make_matmul},
+      {"FusedMatMul", make_matmul},
       {"Softmax", make_softmax},     {"LayerNormalization", make_layer_norm},
+      {"Transpose", make_transpose}, {"Slice", make_slice},
   };
   auto it = kFactories.find(in.node.op_type);
   if (it == kFactories.end()) return KernelPtr{};

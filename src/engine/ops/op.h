@@ -69,6 +69,17 @@ Status infer_node(const ir::Node& node, int64_t opset, std::span<const InferInpu
 // same shape as dst, or empty if the node has no sum post-op.
 void apply_post_ops(std::span<const ir::PostOp> post_ops, float* dst, int64_t count, const float* residual);
 
+// The elements of a row-major input that a Slice node selects: element i of the output (row-major
+// over `shape`) is input element offset + sum_d index_d * strides[d]. `inputs` are the node's
+// (data, starts, ends[, axes[, steps]]); only the data's shape is read, the others' values must be
+// known. Kernels use it to run Slice as one strided copy.
+struct StridedWindow {
+  Shape shape;
+  std::vector<int64_t> strides;  // in elements; 0 on dims of one element
+  int64_t offset = 0;            // in elements
+};
+Result<StridedWindow> slice_window(const ir::Node& node, std::span<const ConstTensorView> inputs);
+
 // Per-op registration, one table per source file (ops_nn.cc, ops_elementwise.cc, ...).
 std::span<const OpSchema> nn_ops();
 std::span<const OpSchema> elementwise_ops();

@@ -34,6 +34,7 @@ constexpr Arity kArities[] = {
     {"GlobalAveragePool", 11, 17, 1, 1, 1, 1},
     {"Gemm", 11, 17, 2, 3, 1, 1},
     {"MatMul", 11, 17, 2, 2, 1, 1},
+    {"FusedMatMul", 11, 17, 2, 3, 1, 1},  // tenet-internal (ops_nn.cc)
     {"Softmax", 11, 17, 1, 1, 1, 1},
     {"LayerNormalization", 17, 17, 2, 3, 1, 3},
     {"Gelu", 11, 17, 1, 1, 1, 1},
@@ -96,7 +97,7 @@ constexpr Arity kArities[] = {
 };
 
 // Ops whose reference applies node.post_ops (the fusion passes attach them to these).
-constexpr std::string_view kPostOpOps[] = {"Conv", "Gemm", "MatMul", "BatchNormalization", "Add", "Sub", "Mul", "Div"};
+constexpr std::string_view kPostOpOps[] = {"Conv", "Gemm", "MatMul", "FusedMatMul", "BatchNormalization", "Add", "Sub", "Mul", "Div"};
 
 const std::vector<const OpSchema*>& all_schemas() {
   static const std::vector<const OpSchema*> schemas = [] {

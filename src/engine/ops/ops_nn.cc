@@ -1,5 +1,6 @@
 // Neural-network operators: Conv, BatchNormalization (inference), MaxPool, AveragePool,
-// GlobalAveragePool, Gemm, MatMul, Softmax, LayerNormalization and Gelu.
+// GlobalAveragePool, Gemm, MatMul, Softmax, LayerNormalization and Gelu, and the tenet-internal
+// FusedMatMul the fusion passes create.
 //
 // Convolution and pooling are 2-D over NCHW; 1-D inputs (NCW) run as 2-D with H = 1. The window
 // arithmetic (pads, auto_pad, dilations, ceil_mode) is shared and overflow-checked: attributes
@@ -536,19 +537,12 @@ Status matmul_infer(const ir::Node& node, std::span<const InferInput> inputs, st
   return ok_status();
 }
 
-Status matmul_reference(const ir::Node& node, std::span<const ConstTensorView> inputs, std::span<TensorView> outputs) {
-  TENET_RETURN_IF_ERROR(util::check_views(node, inputs, outputs, 2, 1));
-  TENET_RETURN_IF_ERROR(require_float(node, inputs[0].dtype, "A"));
-  TENET_RETURN_IF_ERROR(require_float(node, inputs[1].dtype, "B"));
-  TENET_ASSIGN_OR_RETURN(const MatMulParams p, matmul_params(node, inputs[0].shape, inputs[1].shape));
-  TENET_RETURN_IF_ERROR(util::expect_output(node, outputs[0], 0, DType::kFloat32, p.out));
+// y = alpha * (a . b) over the broadcast batch, accumulated in double; y has p.out's shape.
+void matmul_product(const MatMulParams& p, const float* a, const float* b, double alpha, float* y) {
   std::vector<int64_t> sa = util::broadcast_strides(p.batch_a, p.batch);
   std::vector<int64_t> sb = util::broadcast_strides(p.batch_b, p.batch);
   for (int64_t& s : sa) s *= p.m * p.k;
   for (int64_t& s : sb) s *= p.k * p.n;
-  const float* a = inputs[0].as<float>();
-  const float* b = inputs[1].as<float>();
-  float* y = outputs[0].as<float>();
   std::vector<double> row(static_cast<size_t>(p.n));
   util::for_each_broadcast<2>(p.batch, {sa, sb}, [&](int64_t bi, const std::array<int64_t, 2>& off) {
     const float* pa = a + off[0];
@@ -561,9 +555,64 @@ Status matmul_reference(const ir::Node& node, std::span<const ConstTensorView> i
         const float* brow = pb + kk * p.n;
         for (int64_t j = 0; j < p.n; ++j) row[static_cast<size_t>(j)] += av * brow[j];
       }
-      for (int64_t j = 0; j < p.n; ++j) py[i * p.n + j] = static_cast<float>(row[static_cast<size_t>(j)]);
+      for (int64_t j = 0; j < p.n; ++j) py[i * p.n + j] = static_cast<float>(alpha * row[static_cast<size_t>(j)]);
     }
   });
+}
+
+Status matmul_reference(const ir::Node& node, std::span<const ConstTensorView> inputs, std::span<TensorView> outputs) {
+  TENET_RETURN_IF_ERROR(util::check_views(node, inputs, outputs, 2, 1));
+  TENET_RETURN_IF_ERROR(require_float(node, inputs[0].dtype, "A"));
+  TENET_RETURN_IF_ERROR(require_float(node, inputs[1].dtype, "B"));
+  TENET_ASSIGN_OR_RETURN(const MatMulParams p, matmul_params(node, inputs[0].shape, inputs[1].shape));
+  TENET_RETURN_IF_ERROR(util::expect_output(node, outputs[0], 0, DType::kFloat32, p.out));
+  matmul_product(p, inputs[0].as<float>(), inputs[1].as<float>(), 1.0, outputs[0].as<float>());
+  return util::apply_node_post_ops(node, inputs, outputs[0]);
+}
+
+// ---- FusedMatMul (tenet-internal) ---------------------------------------------------------------
+//
+// FusedMatMul(A, B[, bias]) = alpha * MatMul(A, B) + bias, then the node's post-ops: a MatMul with
+// the scalar scale of one operand (attention's 1/sqrt(d)) and the bias Add that follow it folded
+// in by passes::fuse_matmul_epilogue, so that one oneDNN matmul computes all of it. The bias
+// broadcasts to the output without changing its shape.
+
+Status fused_matmul_infer(const ir::Node& node, std::span<const InferInput> inputs, std::vector<InferOutput>& outputs) {
+  TENET_RETURN_IF_ERROR(require_float(node, inputs[0].dtype, "A"));
+  TENET_RETURN_IF_ERROR(require_float(node, inputs[1].dtype, "B"));
+  TENET_RETURN_IF_ERROR(node.attr_float("alpha", 1.f).status());
+  TENET_ASSIGN_OR_RETURN(MatMulParams p, matmul_params(node, *inputs[0].shape, *inputs[1].shape));
+  if (const InferInput* bias = opt_input(inputs, 2)) {
+    TENET_RETURN_IF_ERROR(require_float(node, bias->dtype, "bias"));
+    Shape out;
+    if (!util::broadcast_shapes(p.out, *bias->shape, &out) || out != p.out) {
+      return bad_node(node, "bias {} does not broadcast to the output {}", shape_to_string(*bias->shape), shape_to_string(p.out));
+    }
+  }
+  set_output(outputs, 0, DType::kFloat32, std::move(p.out));
+  return ok_status();
+}
+
+Status fused_matmul_reference(const ir::Node& node, std::span<const ConstTensorView> inputs, std::span<TensorView> outputs) {
+  TENET_RETURN_IF_ERROR(util::check_views(node, inputs, outputs, 2, 1));
+  TENET_RETURN_IF_ERROR(require_float(node, inputs[0].dtype, "A"));
+  TENET_RETURN_IF_ERROR(require_float(node, inputs[1].dtype, "B"));
+  TENET_ASSIGN_OR_RETURN(const float alpha, node.attr_float("alpha", 1.f));
+  TENET_ASSIGN_OR_RETURN(const MatMulParams p, matmul_params(node, inputs[0].shape, inputs[1].shape));
+  TENET_RETURN_IF_ERROR(util::expect_output(node, outputs[0], 0, DType::kFloat32, p.out));
+  float* y = outputs[0].as<float>();
+  matmul_product(p, inputs[0].as<float>(), inputs[1].as<float>(), alpha, y);
+  if (const ConstTensorView* bias = regular_input(node, inputs, 2)) {
+    TENET_RETURN_IF_ERROR(require_float(node, bias->dtype, "bias"));
+    Shape out;
+    if (!util::broadcast_shapes(p.out, bias->shape, &out) || out != p.out) {
+      return util::kernel_contract(node, "bias {} does not broadcast to the output {}", shape_to_string(bias->shape),
+                                   shape_to_string(p.out));
+    }
+    const float* b = bias->as<float>();
+    util::for_each_broadcast<1>(p.out, {util::broadcast_strides(bias->shape, p.out)},
+                                [&](int64_t i, const std::array<int64_t, 1>& off) { y[i] += b[off[0]]; });
+  }
   return util::apply_node_post_ops(node, inputs, outputs[0]);
 }
 
@@ -751,6 +800,7 @@ constexpr OpSchema kNnOps[] = {
     {"GlobalAveragePool", 11, 17, global_average_pool_infer, global_average_pool_reference},
     {"Gemm", 11, 17, gemm_infer, gemm_reference},
     {"MatMul", 11, 17, matmul_infer, matmul_reference},
+    {"FusedMatMul", 11, 17, fused_matmul_infer, fused_matmul_reference},
     {"Softmax", 11, 12, softmax_infer<true>, softmax_reference<true>},
     {"Softmax", 13, 17, softmax_infer<false>, softmax_reference<false>},
     {"LayerNormalization", 17, 17, layer_norm_infer, layer_norm_reference},

@@ -373,29 +373,9 @@ Status slice_infer(const ir::Node& node, std::span<const InferInput> inputs, std
 Status slice_reference(const ir::Node& node, std::span<const ConstTensorView> inputs, std::span<TensorView> outputs) {
   TENET_RETURN_IF_ERROR(util::check_views(node, inputs, outputs, 3, 1));
   const ConstTensorView& x = inputs[0];
-  TENET_ASSIGN_OR_RETURN(const std::vector<int64_t> starts, util::read_ints(node, inputs[1], "starts"));
-  TENET_ASSIGN_OR_RETURN(const std::vector<int64_t> ends, util::read_ints(node, inputs[2], "ends"));
-  std::vector<int64_t> axes, steps;
-  const ConstTensorView* axes_in = opt_input(inputs, 3);
-  const ConstTensorView* steps_in = opt_input(inputs, 4);
-  if (axes_in != nullptr) {
-    TENET_ASSIGN_OR_RETURN(axes, util::read_ints(node, *axes_in, "axes"));
-  }
-  if (steps_in != nullptr) {
-    TENET_ASSIGN_OR_RETURN(steps, util::read_ints(node, *steps_in, "steps"));
-  }
-  TENET_ASSIGN_OR_RETURN(const SliceParams p, slice_params(node, x.shape, starts, ends, axes_in ? &axes : nullptr,
-                                                            steps_in ? &steps : nullptr));
-  TENET_RETURN_IF_ERROR(util::expect_output(node, outputs[0], 0, x.dtype, p.out));
-  const std::vector<int64_t> in_strides = row_major_strides(x.shape);
-  int64_t base = 0;
-  std::vector<int64_t> strides(x.shape.size(), 0);
-  for (size_t d = 0; d < x.shape.size(); ++d) {
-    base += p.start[d] * in_strides[d];
-    // A dim with one element never advances; its step may be huge.
-    if (p.out[d] > 1) strides[d] = p.step[d] * in_strides[d];
-  }
-  return strided_copy(node, x.dtype, x.data, base, p.out, std::move(strides), outputs[0].data);
+  TENET_ASSIGN_OR_RETURN(const StridedWindow w, slice_window(node, inputs));
+  TENET_RETURN_IF_ERROR(util::expect_output(node, outputs[0], 0, x.dtype, w.shape));
+  return strided_copy(node, x.dtype, x.data, w.offset, w.shape, w.strides, outputs[0].data);
 }
 
 // ---- Split --------------------------------------------------------------------------------------
@@ -942,6 +922,31 @@ constexpr OpSchema kTensorOps[] = {
 };
 
 }  // namespace
+
+Result<StridedWindow> slice_window(const ir::Node& node, std::span<const ConstTensorView> inputs) {
+  if (inputs.size() < 3) return util::bad_node(node, "takes at least 3 inputs, got {}", inputs.size());
+  const Shape& x = inputs[0].shape;
+  TENET_ASSIGN_OR_RETURN(const std::vector<int64_t> starts, util::read_ints(node, inputs[1], "starts"));
+  TENET_ASSIGN_OR_RETURN(const std::vector<int64_t> ends, util::read_ints(node, inputs[2], "ends"));
+  std::vector<int64_t> axes, steps;
+  const ConstTensorView* axes_in = util::opt_input(inputs, 3);
+  const ConstTensorView* steps_in = util::opt_input(inputs, 4);
+  if (axes_in != nullptr) {
+    TENET_ASSIGN_OR_RETURN(axes, util::read_ints(node, *axes_in, "axes"));
+  }
+  if (steps_in != nullptr) {
+    TENET_ASSIGN_OR_RETURN(steps, util::read_ints(node, *steps_in, "steps"));
+  }
+  TENET_ASSIGN_OR_RETURN(SliceParams p, slice_params(node, x, starts, ends, axes_in ? &axes : nullptr, steps_in ? &steps : nullptr));
+  const std::vector<int64_t> in_strides = row_major_strides(x);
+  StridedWindow w{std::move(p.out), std::vector<int64_t>(x.size(), 0), 0};
+  for (size_t d = 0; d < x.size(); ++d) {
+    w.offset += p.start[d] * in_strides[d];
+    // A dim with one element never advances; its step may be huge.
+    if (w.shape[d] > 1) w.strides[d] = p.step[d] * in_strides[d];
+  }
+  return w;
+}
 
 std::span<const OpSchema> tensor_ops() { return kTensorOps; }
 

@@ -277,8 +277,42 @@ std::optional<PostOp> activation_post_op(const Graph& g, const Node& n) {
 
 bool accepts_activation_post_op(const Node& n) {
   if (n.dead || !n.domain.empty()) return false;
-  return n.op_type == "Conv" || n.op_type == "Gemm" || n.op_type == "MatMul" ||
+  return n.op_type == "Conv" || n.op_type == "Gemm" || n.op_type == "MatMul" || n.op_type == "FusedMatMul" ||
          n.op_type == "BatchNormalization" || n.op_type == "Add";
+}
+
+// ---- fuse_matmul_epilogue ----
+
+// When operand `v` of node `mm` is Div(t, s), Mul(t, s) or Mul(s, t) with a scalar constant s,
+// read by `mm` alone and of t's shape: the scale node and t, so that mm can read t and scale its
+// product by the returned factor instead.
+struct OperandScale {
+  int node = -1;
+  ValueId source = kNoValue;
+  double factor = 1.0;
+};
+std::optional<OperandScale> operand_scale(const Graph& g, const GraphIndex& idx, ValueId v, int mm) {
+  const int p = idx.producer_of(v);
+  if (p < 0 || !idx.only_consumer(v, mm)) return std::nullopt;
+  const Node& n = g.nodes[static_cast<size_t>(p)];
+  if (n.inputs.size() != 2 || single_output(n) != v) return std::nullopt;
+  OperandScale r{p, kNoValue, 1.0};
+  if (is_op(n, "Div")) {
+    const std::optional<double> s = scalar_constant(g, n.inputs[1]);
+    if (!s || *s == 0.0 || !std::isfinite(1.0 / *s)) return std::nullopt;
+    r.source = n.inputs[0];
+    r.factor = 1.0 / *s;
+  } else if (is_op(n, "Mul")) {
+    for (int k = 0; k < 2 && r.source == kNoValue; ++k) {
+      const std::optional<double> s = scalar_constant(g, n.inputs[static_cast<size_t>(k)]);
+      if (s && std::isfinite(*s)) {
+        r.source = n.inputs[static_cast<size_t>(1 - k)];
+        r.factor = *s;
+      }
+    }
+  }
+  if (r.source == kNoValue || !is_float32(g.value(r.source)) || g.value(r.source).shape != g.value(v).shape) return std::nullopt;
+  return r;
 }
 
 }  // namespace
@@ -428,6 +462,53 @@ Status fuse_gelu(Graph& g, PassStats& stats) {
   return check_result(g, "fuse_gelu");
 }
 
+Status fuse_matmul_epilogue(Graph& g, PassStats& stats) {
+  GraphIndex idx(g);
+  for (size_t j = 0; j < g.nodes.size(); ++j) {
+    const int mm = static_cast<int>(j);
+    if (!is_op(g.nodes[j], "MatMul") || g.nodes[j].inputs.size() != 2 || !g.nodes[j].post_ops.empty()) continue;
+    const ValueId y = single_output(g.nodes[j]);
+    if (y == kNoValue || !is_float32(g.value(y))) continue;
+    bool fused = false;
+    double alpha = 1.0;
+    for (size_t k = 0; k < 2; ++k) {
+      const std::optional<OperandScale> scale = operand_scale(g, idx, g.nodes[j].inputs[k], mm);
+      if (!scale) continue;
+      Node& scale_node = g.nodes[static_cast<size_t>(scale->node)];
+      for (ValueId in : scale_node.inputs) idx.move_consumer(in, scale->node, -1);
+      scale_node.dead = true;
+      g.nodes[j].inputs[k] = scale->source;
+      idx.move_consumer(scale->source, -1, mm);
+      alpha *= scale->factor;
+      fused = true;
+    }
+    // A bias: the only consumer of y is Add(y, C) (either order) with a constant C that does not
+    // widen y's shape. The fused node stays in the MatMul's place and produces the Add's output.
+    const auto& readers = idx.consumers[static_cast<size_t>(y)];
+    if (!idx.graph_output(y) && readers.size() == 1) {
+      Node& add = g.nodes[static_cast<size_t>(readers[0])];
+      const ValueId bias = other_operand(add, y);
+      const ValueId sum = single_output(add);
+      if (is_op(add, "Add") && bias != kNoValue && bias != y && g.value(bias).is_constant() && is_float32(g.value(bias)) &&
+          sum != kNoValue && is_float32(g.value(sum)) && g.value(sum).shape == g.value(y).shape) {
+        for (ValueId in : add.inputs) idx.move_consumer(in, readers[0], -1);
+        add.dead = true;
+        g.nodes[j].inputs.push_back(bias);
+        g.nodes[j].outputs[0] = sum;
+        idx.set_producer(sum, mm);
+        fused = true;
+      }
+    }
+    if (!fused) continue;
+    Node& n = g.nodes[j];
+    n.op_type = "FusedMatMul";
+    if (alpha != 1.0) n.attrs["alpha"] = ir::Attribute{static_cast<float>(alpha)};
+    ++stats.matmuls_fused;
+  }
+  g.compact();
+  return check_result(g, "fuse_matmul_epilogue");
+}
+
 Status fuse_residual_add(Graph& g, PassStats& stats) {
   GraphIndex idx(g);
   for (size_t j = 0; j < g.nodes.size(); ++j) {
@@ -447,8 +528,8 @@ Status fuse_residual_add(Graph& g, PassStats& stats) {
       const int p = idx.producer_of(c);
       if (p < 0 || c == other || !idx.only_consumer(c, static_cast<int>(j))) continue;
       const Node& conv = g.nodes[static_cast<size_t>(p)];
-      if (!is_op(conv, "Conv") || !conv.post_ops.empty() || single_output(conv) != c || conv.inputs.size() < 2 ||
-          conv.inputs.size() > 3) {
+      if (!(is_op(conv, "Conv") || is_op(conv, "MatMul") || is_op(conv, "FusedMatMul")) || !conv.post_ops.empty() ||
+          single_output(conv) != c || conv.inputs.size() < 2 || conv.inputs.size() > 3) {
         continue;
       }
       const Value& cv = g.value(c);
@@ -476,6 +557,8 @@ Status fuse_residual_add(Graph& g, PassStats& stats) {
       for (ValueId in : fused.inputs) idx.move_consumer(in, best, at);
     }
     // The residual is the last input; an absent bias keeps its slot so the residual is not read as one.
+    // MatMul has no bias input: it becomes a FusedMatMul, whose third input is the optional bias.
+    if (fused.op_type == "MatMul") fused.op_type = "FusedMatMul";
     fused.inputs.resize(3, kNoValue);
     fused.inputs.push_back(residual);
     fused.post_ops.push_back(PostOp{PostOp::Kind::kSum});

@@ -17,6 +17,7 @@ struct PassStats {
   int nodes_folded = 0;      // constant folding (shape_inference.cc)
   int dead_nodes_removed = 0;
   int pads_folded = 0;
+  int matmuls_fused = 0;  // MatMuls that absorbed an operand scale and/or a bias Add
 };
 
 // Identity and inference-mode Dropout become their input (graph outputs keep their names).
@@ -30,9 +31,15 @@ Status fuse_gelu(ir::Graph& g, PassStats& stats);
 // constant bounds, Sigmoid, HardSigmoid, HardSwish, Gelu) whose input has no other consumer:
 // the activation becomes a post-op of the producer.
 Status fuse_activations(ir::Graph& g, PassStats& stats);
-// Conv -> Add(conv_out, other) with same shapes and conv_out consumed only by the Add:
-// the Add becomes a kSum post-op (other appended to the Conv's inputs). Must run before
-// fuse_activations so that Conv+Add+Relu becomes Conv{sum, relu}.
+// MatMul(A, B) whose operand is scaled by a scalar constant (Div(t, s), Mul(t, s): attention's
+// 1/sqrt(d)) read by it alone, and/or whose output's only reader is Add(y, C) with a constant C
+// that does not widen y: one tenet-internal FusedMatMul(A, B[, C]) with alpha = the scale
+// (ops_nn.cc), so that oneDNN computes scale and bias inside the matmul.
+Status fuse_matmul_epilogue(ir::Graph& g, PassStats& stats);
+// Conv (or MatMul / FusedMatMul) -> Add(out, other) with same shapes and out consumed only by the
+// Add: the Add becomes a kSum post-op (other appended to the node's inputs after the optional
+// bias; a MatMul becomes a FusedMatMul). Must run after fuse_matmul_epilogue, so that the bias
+// comes first, and before fuse_activations, so that Conv+Add+Relu becomes Conv{sum, relu}.
 Status fuse_residual_add(ir::Graph& g, PassStats& stats);
 
 // Pad (constant mode, zero value, constant pads on the spatial dims of a 4-D tensor) followed by a

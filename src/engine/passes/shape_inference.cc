@@ -136,6 +136,7 @@ Status prepare_graph(ir::Graph& g, const std::map<std::string, Shape>& input_sha
   if (options.fold_batch_norm) TENET_RETURN_IF_ERROR(fold_batch_norm(g, stats));
   if (options.fuse) {
     TENET_RETURN_IF_ERROR(fuse_gelu(g, stats));
+    TENET_RETURN_IF_ERROR(fuse_matmul_epilogue(g, stats));
     TENET_RETURN_IF_ERROR(fuse_residual_add(g, stats));
     TENET_RETURN_IF_ERROR(fuse_activations(g, stats));
   }

@@ -30,7 +30,7 @@ struct OptimizeOptions {
 };
 
 // The whole pipeline after import: bind shapes, infer + fold, eliminate identities, fold BN,
-// fuse GELU, residual adds and activations, remove dead nodes, re-validate.
+// fuse GELU, matmul epilogues, residual adds and activations, remove dead nodes, re-validate.
 Status prepare_graph(ir::Graph& g, const std::map<std::string, Shape>& input_shapes,
                      const OptimizeOptions& options, PassStats& stats);
 

@@ -23,6 +23,9 @@ TEST(Crypto, HkdfRfc5869Case1) {
                         .value();
   EXPECT_EQ(to_hex(okm), "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865");
   EXPECT_FALSE(hkdf_sha256(hex("00"), {}, {}, 0).ok());
+  // RFC 5869 test case 3: no salt, no info.
+  EXPECT_EQ(to_hex(hkdf_sha256(hex("0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b"), {}, {}, 42).value()),
+            "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8");
 }
 
 TEST(Crypto, AesGcmNistVectorAndTamper) {

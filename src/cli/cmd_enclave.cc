@@ -1,0 +1,46 @@
+// `tenet enclave`: one enclave process (trusted side). Started by `tenet serve`, not by hand;
+// see src/enclave/runtime.h for what it does.
+#include <memory>
+
+#include "cli/command.h"
+#include "enclave/runtime.h"
+
+namespace {
+
+struct EnclaveArgs {
+  tenet::enclave::EnclaveOptions o;
+  std::vector<std::string> packages;
+};
+
+int run(EnclaveArgs& a) {
+  for (const auto& p : a.packages) {
+    const size_t eq = p.find('=');
+    if (eq == std::string::npos || eq == 0 || eq + 1 == p.size()) {
+      return tenet::cli::fail(tenet::invalid_argument("--package expects NAME=PATH, got '{}'", p));
+    }
+    a.o.packages[p.substr(0, eq)] = p.substr(eq + 1);
+  }
+  return tenet::enclave::run_enclave(a.o);
+}
+
+const tenet::cli::CommandRegistration kEnclave([](CLI::App& app) {
+  auto a = std::make_shared<EnclaveArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "enclave",
+      "One enclave process (trusted side; started by `tenet serve`). Loads the manifest, obtains the RA-TLS identity, "
+      "fetches model keys from the key broker, decrypts sealed packages in memory and serves KServe v2 with TLS "
+      "terminating inside. Writes its control lines (JSON) to stdout. On --platform sim: INSECURE.");
+  cmd->add_option("--manifest", a->o.manifest_path, "Enclave manifest (JSON, measured)")->required();
+  cmd->add_option("--package", a->packages, "NAME=MODEL.tenet")->required();
+  cmd->add_option("--keybroker", a->o.keybroker_url, "Key broker URL")->required();
+  cmd->add_option("--platform", a->o.platform, "sim (INSECURE) | gramine | tsm")->check(CLI::IsMember({"sim", "gramine", "tsm"}));
+  cmd->add_option("--sim-dir", a->o.sim_dir, "Sim platform provisioning directory");
+  cmd->add_option("--identity-store", a->o.identity_store, "Sealed RA-TLS identity file (created if absent)");
+  cmd->add_option("--http", a->o.http_address, "REST listen address (default 127.0.0.1:0)");
+  cmd->add_option("--grpc", a->o.grpc_address, "gRPC listen address (default 127.0.0.1:0)");
+  cmd->add_option("--threads", a->o.threads, "Compute threads (default: all cores)")->check(CLI::Range(0, 1024));
+  cmd->add_option("--instance", a->o.instance, "Instance number (set by tenet serve)");
+  return tenet::cli::Command{cmd, [a] { return run(*a); }};
+});
+
+}  // namespace
