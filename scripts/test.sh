@@ -15,8 +15,8 @@ if [ "${TENET_TEST_QUICK:-0}" != 1 ]; then
   echo "== unit tests under AddressSanitizer + UndefinedBehaviorSanitizer"
   gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
   cmake -S . -B build-asan "${gen[@]}" -DCMAKE_BUILD_TYPE=Debug -DTENET_SANITIZE=address,undefined >/dev/null
-  cmake --build build-asan -j"$jobs" --target tenet_unit_tests
-  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build-asan/tenet_unit_tests --gtest_brief=1
+  cmake --build build-asan -j"$jobs"
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j"$jobs")
 
   echo "== fuzz targets (libFuzzer, ${TENET_FUZZ_SECONDS:-30}s each)"
   CC=clang CXX=clang++ cmake -S . -B build-fuzz "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTENET_FUZZ=ON \
@@ -30,5 +30,5 @@ if [ "${TENET_TEST_QUICK:-0}" != 1 ]; then
   done
 fi
 
-echo "== model tests (tenet vs PyTorch and ONNX Runtime)"
-TENET_BIN="$PWD/build/tenet" .venv/bin/python -m pytest tests/models -q -p no:cacheprovider
+echo "== model tests (tenet vs PyTorch and ONNX Runtime), serving and end-to-end tests (sim platform)"
+TENET_BIN="$PWD/build/tenet" .venv/bin/python -m pytest tests/models tests/serving tests/e2e -q -p no:cacheprovider

@@ -65,7 +65,8 @@ class Deployment:
         """Starts a long-running tenet command and waits for its JSON ready line on stdout."""
         cmd = [tenet_bin(), *args]
         self.log("$ " + " ".join(shlex.quote(str(a)) for a in ["tenet", *args]) + " &")
-        log = open(self.dir / f"{args[0]}-{len(self.procs)}.log", "w")
+        self.started = getattr(self, "started", 0) + 1
+        log = open(self.dir / f"{args[0]}-{self.started}.log", "w")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
         self.procs.append(proc)
         deadline = time.time() + ready_timeout
