@@ -168,10 +168,17 @@ def main() -> int:
             dep.start_server()
             dep.log(f"serving on https://{dep.http} (REST) and {dep.grpc} (gRPC)")
             dep.log("client: attest the server against the policy, then infer")
-            print(dep.attest().stdout.strip().splitlines()[0] if dep.verbose else "", flush=True)
+            facts = json.loads(dep.attest().stdout.strip().splitlines()[-1])
+            print(f"demo: attested: platform {facts['platform']}, MRENCLAVE {facts['mrenclave'][:16]}..., "
+                  f"model digest {facts['model_digests'][0][:16]}..., debug {facts['debug']}", flush=True)
             out = dep.dir / "out"
             dep.run("infer", "--server", dep.http, "--policy", str(dep.policy), "--model", args.model,
                     "--input", f"input={dep.reference.input}", "--output-dir", str(out))
+            port = dep.http.split(":")[1]
+            dep.log(f"$ curl --cacert server.pem https://localhost:{port}/v2/models/{args.model}")
+            meta = subprocess.run(["curl", "-sS", "--fail", "--cacert", str(dep.dir / "server.pem"),
+                                   f"https://localhost:{port}/v2/models/{args.model}"], capture_output=True, text=True)
+            print(f"demo: model metadata over the pinned certificate: {meta.stdout.strip()[:160]}")
             got = np.load(out / "output.npy")
             ref = np.load(dep.reference.output)
             err = float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-6))

@@ -124,6 +124,23 @@ std::vector<BackendCase> cases() {
   v.push_back(conv_case("conv_depthwise_relu", {1, 32, 14, 14}, {32, 1, 3, 3}, 32, {2, 2}, {1, 1, 1, 1}, {1, 1}, true, "Relu"));
   v.push_back(conv_case("conv1x1_sigmoid", {1, 24, 7, 7}, {40, 24, 1, 1}, 1, {1, 1}, {0, 0, 0, 0}, {1, 1}, true, "Sigmoid"));
   v.push_back(conv_case("conv_hardswish", {1, 16, 9, 9}, {16, 16, 3, 3}, 1, {1, 1}, {1, 1, 1, 1}, {1, 1}, true, "HardSwish"));
+  {
+    // EfficientNet's SiLU: Conv -> Sigmoid -> Mul(conv, sigmoid) is one conv with a swish post-op.
+    BackendCase c;
+    c.name = "conv_swish";
+    c.inputs = {{"x", {1, 8, 9, 9}}};
+    c.expect_kernel = "dnnl_conv";
+    c.absent_op = "Mul";
+    c.build = [](MB& b) {
+      b.input("x", {1, 8, 9, 9}).random_initializer("W", {16, 8, 3, 3}, 0.3f).random_initializer("B", {16});
+      auto& n = b.node("Conv", {"x", "W", "B"}, {"c"});
+      MB::attr(n, "pads", std::vector<int64_t>{1, 1, 1, 1});
+      b.node("Sigmoid", {"c"}, {"s"});
+      b.node("Mul", {"c", "s"}, {"y"});
+      b.output("y");
+    };
+    v.push_back(c);
+  }
   v.push_back(conv_case("conv_hardsigmoid", {1, 16, 1, 1}, {16, 16, 1, 1}, 1, {1, 1}, {0, 0, 0, 0}, {1, 1}, true, "HardSigmoid"));
   {
     BackendCase c;

@@ -204,6 +204,11 @@ TEST(OpsPostOpTest, AppliedInOrder) {
   apply_post_ops(clip, c, 4, nullptr);
   EXPECT_EQ(std::vector<float>(c, c + 4), (std::vector<float>{0.f, 0.f, 3.f, 6.f}));
 
+  float sw[] = {-2.f, 0.f, 3.f};
+  const ir::PostOp swish[] = {{Kind::kSwish}};
+  apply_post_ops(swish, sw, 3, nullptr);
+  expect_near(std::vector<float>(sw, sw + 3), {-2.f / (1.f + std::exp(2.f)), 0.f, 3.f / (1.f + std::exp(-3.f))});
+
   float d[] = {-3.f, 0.f, 3.f};
   const ir::PostOp hs[] = {{Kind::kHardSwish}};
   apply_post_ops(hs, d, 3, nullptr);

@@ -943,6 +943,27 @@ INSTANTIATE_TEST_SUITE_P(
         ActivationCase{"ClipNoBounds", "Clip", {}, {}, PostOp::Kind::kClip, -kInf, kInf}),
     [](const ::testing::TestParamInfo<ActivationCase>& info) { return info.param.label; });
 
+TEST(PassesActivation, SigmoidTimesInputBecomesSwish) {
+  GraphBuilder b;
+  ValueId x = b.input("x", kFeat);
+  ValueId c = add_conv(b, x, "c");
+  ValueId s = b.op("Sigmoid", {c}, "s", kFeat);
+  ValueId y = b.op("Mul", {s, c}, "y", kFeat);
+  // An SE-style gate, Mul(x, Sigmoid(f(x))), is no swish: it stays.
+  ValueId c2 = add_conv(b, y, "c2");
+  ValueId g = b.op("Sigmoid", {add_conv(b, c2, "f")}, "g", kFeat);
+  b.output(b.op("Mul", {c2, g}, "z", kFeat));
+  PassStats stats;
+  ASSERT_TRUE(fuse_activations(b.g, stats).ok());
+  expect_valid_sorted(b.g);
+  ASSERT_EQ(b.g.nodes[0].op_type, "Conv");
+  ASSERT_EQ(b.g.nodes[0].post_ops.size(), 1u);
+  EXPECT_EQ(b.g.nodes[0].post_ops[0].kind, PostOp::Kind::kSwish);
+  EXPECT_EQ(name_of(b.g, b.g.nodes[0].outputs[0]), "y");
+  EXPECT_EQ(count_op(b.g, "Mul"), 1);
+  EXPECT_EQ(output_names(b.g), std::vector<std::string>{"z"});
+}
+
 TEST(PassesActivation, EveryProducerKind) {
   GraphBuilder b;
   const Shape mat{4, 8};

@@ -110,6 +110,7 @@ bool to_dnnl_post_ops(const std::vector<ir::PostOp>& post_ops, dnnl::post_ops& p
         break;
       case ir::PostOp::Kind::kHardSwish: po.append_eltwise(1.f, algorithm::eltwise_hardswish, 0.f, 0.f); break;
       case ir::PostOp::Kind::kGeluErf: po.append_eltwise(1.f, algorithm::eltwise_gelu_erf, 0.f, 0.f); break;
+      case ir::PostOp::Kind::kSwish: po.append_eltwise(1.f, algorithm::eltwise_swish, 1.f, 0.f); break;
     }
   }
   return true;

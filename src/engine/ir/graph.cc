@@ -13,6 +13,7 @@ const char* post_op_name(PostOp::Kind kind) {
     case PostOp::Kind::kHardSigmoid: return "hardsigmoid";
     case PostOp::Kind::kHardSwish: return "hardswish";
     case PostOp::Kind::kGeluErf: return "gelu_erf";
+    case PostOp::Kind::kSwish: return "swish";
   }
   return "?";
 }

@@ -48,6 +48,7 @@ struct PostOp {
     kHardSigmoid,  // max(0, min(1, alpha * x + beta))
     kHardSwish,    // x * max(0, min(1, x / 6 + 1 / 2))
     kGeluErf,      // 0.5 x (1 + erf(x / sqrt 2))
+    kSwish,        // x * sigmoid(x) (SiLU)
   };
   Kind kind;
   float alpha = 0.f;

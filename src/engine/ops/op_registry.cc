@@ -231,6 +231,9 @@ void apply_post_ops(std::span<const ir::PostOp> post_ops, float* dst, int64_t co
       case Kind::kHardSwish:
         for (int64_t i = 0; i < count; ++i) dst[i] = dst[i] * std::max(0.f, std::min(1.f, dst[i] / 6.f + 0.5f));
         break;
+      case Kind::kSwish:
+        for (int64_t i = 0; i < count; ++i) dst[i] = dst[i] / (1.f + std::exp(-dst[i]));
+        break;
       case Kind::kGeluErf:
         for (int64_t i = 0; i < count; ++i) {
           dst[i] = 0.5f * dst[i] * (1.f + std::erf(dst[i] * static_cast<float>(M_SQRT1_2)));

@@ -571,9 +571,49 @@ Status fuse_residual_add(Graph& g, PassStats& stats) {
   return check_result(g, "fuse_residual_add");
 }
 
+// Mul(x, Sigmoid(x)) in either operand order, where x is read by these two nodes alone and
+// nothing widens: the index of the Sigmoid node, so that both can become a swish post-op of x's
+// producer. (EfficientNet's SiLU, exported as Sigmoid + Mul.)
+std::optional<int> swish_sigmoid(const Graph& g, const GraphIndex& idx, int mul) {
+  const Node& n = g.nodes[static_cast<size_t>(mul)];
+  if (!is_op(n, "Mul") || n.inputs.size() != 2 || single_output(n) == kNoValue) return std::nullopt;
+  for (int k = 0; k < 2; ++k) {
+    const ValueId s = n.inputs[static_cast<size_t>(k)];
+    const ValueId x = n.inputs[static_cast<size_t>(1 - k)];
+    const int sig = idx.producer_of(s);
+    if (sig < 0 || !idx.only_consumer(s, mul) || !idx.in_range(x) || idx.graph_output(x)) continue;
+    const Node& sn = g.nodes[static_cast<size_t>(sig)];
+    if (!is_op(sn, "Sigmoid") || sn.inputs.size() != 1 || sn.inputs[0] != x || single_output(sn) != s) continue;
+    const auto& readers = idx.consumers[static_cast<size_t>(x)];
+    if (readers.size() != 2 || std::find(readers.begin(), readers.end(), sig) == readers.end()) continue;
+    const Shape& shape = g.value(x).shape;
+    if (!is_float32(g.value(x)) || g.value(s).shape != shape || g.value(single_output(n)).shape != shape) continue;
+    return sig;
+  }
+  return std::nullopt;
+}
+
 Status fuse_activations(Graph& g, PassStats& stats) {
   GraphIndex idx(g);
   for (size_t j = 0; j < g.nodes.size(); ++j) {
+    if (std::optional<int> sig = swish_sigmoid(g, idx, static_cast<int>(j))) {
+      Node& sigmoid = g.nodes[static_cast<size_t>(*sig)];
+      const ValueId x = sigmoid.inputs[0];
+      const int p = idx.producer_of(x);
+      if (p >= 0 && accepts_activation_post_op(g.nodes[static_cast<size_t>(p)]) && single_output(g.nodes[static_cast<size_t>(p)]) == x) {
+        Node& mul = g.nodes[j];
+        Node& producer = g.nodes[static_cast<size_t>(p)];
+        producer.post_ops.push_back(PostOp{PostOp::Kind::kSwish});
+        producer.outputs[0] = mul.outputs[0];
+        idx.set_producer(mul.outputs[0], p);
+        for (ValueId in : mul.inputs) idx.move_consumer(in, static_cast<int>(j), -1);
+        idx.move_consumer(x, *sig, -1);
+        sigmoid.dead = true;
+        mul.dead = true;
+        ++stats.activations_fused;
+        continue;
+      }
+    }
     Node& act = g.nodes[j];
     std::optional<PostOp> post_op = activation_post_op(g, act);
     if (!post_op) continue;

@@ -27,9 +27,9 @@ Status fold_batch_norm(ir::Graph& g, PassStats& stats);
 // Erf-based GELU subgraph (x * 0.5 * (1 + erf(x / sqrt(2))), in the orders exporters emit) ->
 // one Gelu node (approximate="none").
 Status fuse_gelu(ir::Graph& g, PassStats& stats);
-// Conv / Gemm / MatMul / BatchNormalization / Add followed by an activation (Relu, Clip with
-// constant bounds, Sigmoid, HardSigmoid, HardSwish, Gelu) whose input has no other consumer:
-// the activation becomes a post-op of the producer.
+// Conv / Gemm / MatMul / FusedMatMul / BatchNormalization / Add followed by an activation (Relu,
+// Clip with constant bounds, Sigmoid, HardSigmoid, HardSwish, Gelu, and Mul(x, Sigmoid(x)) as
+// swish) whose input has no other consumer: the activation becomes a post-op of the producer.
 Status fuse_activations(ir::Graph& g, PassStats& stats);
 // MatMul(A, B) whose operand is scaled by a scalar constant (Div(t, s), Mul(t, s): attention's
 // 1/sqrt(d)) read by it alone, and/or whose output's only reader is Add(y, C) with a constant C
