@@ -281,3 +281,34 @@ def test_slow_loris(server, cert):
     for s in stalled:
         s.close()
     assert _https(port, cert, "GET", "/v2/health/live")[0] == 200
+
+
+def test_grpc_wire_compat_with_triton_proto(server, cert, reference):
+    """Triton's own generated stubs (tritonclient's service_pb2): typed contents, raw size checks,
+    and UNIMPLEMENTED for RPCs tenet leaves out."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+    x, want = reference[1]
+    creds = grpc.ssl_channel_credentials(root_certificates=Path(cert[0]).read_bytes())
+    with grpc.secure_channel(f"localhost:{server['grpc_port']}", creds) as ch:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(ch)
+        tensor = service_pb2.ModelInferRequest.InferInputTensor(
+            name="input", datatype="FP32", shape=list(x.shape),
+            contents=service_pb2.InferTensorContents(fp32_contents=x.ravel().tolist()))
+        res = stub.ModelInfer(service_pb2.ModelInferRequest(model_name=MODEL_NAME, id="typed", inputs=[tensor]))
+        assert res.id == "typed" and res.outputs[0].shape == [1, 1000]
+        _assert_close(np.frombuffer(res.raw_output_contents[0], np.float32).reshape(1, 1000), want)
+
+        raw = service_pb2.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=list(x.shape))
+        with pytest.raises(grpc.RpcError) as e:
+            stub.ModelInfer(service_pb2.ModelInferRequest(model_name=MODEL_NAME, inputs=[raw],
+                                                          raw_input_contents=[x.tobytes()[:-4]]))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        huge = service_pb2.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[2**62, 2**62, 3, 3])
+        with pytest.raises(grpc.RpcError) as e:
+            stub.ModelInfer(service_pb2.ModelInferRequest(model_name=MODEL_NAME, inputs=[huge], raw_input_contents=[b"1234"]))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as e:
+            stub.RepositoryIndex(service_pb2.RepositoryIndexRequest())
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert stub.ServerLive(service_pb2.ServerLiveRequest()).live

@@ -161,6 +161,25 @@ TEST(DynamicBatching, HonoursMaxDelay) {
   EXPECT_LT(std::chrono::steady_clock::now() - t1, std::chrono::milliseconds(95));
 }
 
+TEST(EngineModel, MatMulAddModelMatchesEngine) {
+  // MatMul + Add (the pattern the engine fuses into one FusedMatMul), served with batching.
+  tenet::testing::ModelBuilder b;
+  b.input("x", {-1, 4});
+  b.random_initializer("W", {4, 3});
+  b.random_initializer("c", {3});
+  b.node("MatMul", {"x", "W"}, {"mm"});
+  b.node("Add", {"mm", "c"}, {"y"});
+  b.output("y");
+  const std::string bytes = b.bytes();
+  ir::Graph g = onnx_import::import_model_bytes(std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size())).value();
+  auto m = load_engine_model("mm", g, {}).value();
+  Tensor x = rows_input(3, 9);
+  auto got = m->infer({x.clone()});
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  auto want = run_direct(g, x);
+  expect_near_tensors((*got)[0], want[0]);
+}
+
 TEST(ModelRepository, AddAndGet) {
   ModelRepository repo;
   ASSERT_TRUE(repo.add(load_engine_model("tiny", tiny_graph(), {}).value()).ok());
