@@ -37,9 +37,10 @@ def tenet_bin() -> str:
 
 class Deployment:
     def __init__(self, workdir: Path, model: str = "mobilenet_v3_small", enclaves: int = 2, verbose: bool = False,
-                 threads: int = 0, max_batch: int = 8):
+                 threads: int = 0, max_batch: int = 8, extra_models: tuple[str, ...] = ()):
         self.dir = Path(workdir)
-        self.model = model
+        self.model = model  # the first model; the attributes package/key/digest/reference are its
+        self.models = [model, *extra_models]
         self.enclaves = enclaves
         self.verbose = verbose
         self.threads = threads
@@ -82,21 +83,24 @@ class Deployment:
 
     # ---- the flow ----
     def prepare(self):
-        """Model owner's side: platform, sealed package, manifest, measurement, policies."""
+        """Model owner's side: platform, sealed packages, manifest, measurement, policies."""
         d = self.dir
-        onnx = export_models.ensure_model(self.model)
-        self.reference = export_models.ensure_reference(self.model, 1)
         self.sim_dir = d / "sim-platform"
         self.run("sim", "init", "--dir", str(self.sim_dir))
-        self.package = d / f"{self.model}.tenet"
-        self.key = d / f"{self.model}.key"
-        out = self.run("seal", str(onnx), "-o", str(self.package), "--key-out", str(self.key), "--name", self.model).stdout
-        self.digest = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])["package_digest"]
+        self.sealed = {}  # name -> (package, key, digest, reference)
+        for name in self.models:
+            onnx = export_models.ensure_model(name)
+            ref = export_models.ensure_reference(name, 1)
+            package, key = d / f"{name}.tenet", d / f"{name}.key"
+            out = self.run("seal", str(onnx), "-o", str(package), "--key-out", str(key), "--name", name).stdout
+            digest = json.loads([l for l in out.splitlines() if l.startswith("{")][-1])["package_digest"]
+            self.sealed[name] = (package, key, digest, ref)
+        self.package, self.key, self.digest, self.reference = self.sealed[self.model]
         self.manifest = d / "enclave.json"
         manifest = {"tenet_manifest": 1, "isv_prod_id": 1, "isv_svn": 1, "debug": False, "mode": "tee",
-                    "models": [{"name": self.model, "package_digest": self.digest,
-                                "key_resource": f"default/model/{self.model}",
-                                "max_batch_size": self.max_batch, "max_queue_delay_us": 200}]}
+                    "models": [{"name": name, "package_digest": self.sealed[name][2],
+                                "key_resource": f"default/model/{name}",
+                                "max_batch_size": self.max_batch, "max_queue_delay_us": 200} for name in self.models]}
         self.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
         out = self.run("measure", "--binary", tenet_bin(), "--config", str(self.manifest)).stdout
         self.mrenclave = out.split()[0]
@@ -115,13 +119,19 @@ class Deployment:
         return path
 
     def start_keybroker(self, key: Path | None = None, policy: Path | None = None):
+        keys = []
+        for name in self.models:
+            keys += ["--key", f"default/model/{name}={key or self.sealed[name][1]}"]
         self.keybroker, info = self.start("keybroker", "--listen", "127.0.0.1:0", "--policy", str(policy or self.policy),
-                                          "--key", f"default/model/{self.model}={key or self.key}")
+                                          *keys)
         self.keybroker_url = f"http://127.0.0.1:{info['port']}"
         return self
 
     def start_server(self, package: Path | None = None, extra: tuple[str, ...] = ()):
-        args = ["serve", "--manifest", str(self.manifest), "--package", f"{self.model}={package or self.package}",
+        packages = []
+        for name in self.models:
+            packages += ["--package", f"{name}={package or self.sealed[name][0]}"]
+        args = ["serve", "--manifest", str(self.manifest), *packages,
                 "--keybroker", self.keybroker_url, "--sim-dir", str(self.sim_dir),
                 "--identity-store", str(self.dir / "identity.sealed"), "--enclaves", str(self.enclaves),
                 "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--metrics", "127.0.0.1:0", *extra]

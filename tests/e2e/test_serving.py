@@ -22,11 +22,12 @@ import pytest
 from deployment import Deployment, tenet_bin
 
 MODEL = "mobilenet_v3_small"
+SECOND = "squeezenet1_0"  # several models per server
 
 
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory):
-    d = Deployment(tmp_path_factory.mktemp("deploy"), MODEL, enclaves=2, threads=1)
+    d = Deployment(tmp_path_factory.mktemp("deploy"), MODEL, enclaves=2, threads=1, extra_models=(SECOND,))
     try:
         d.prepare().start_keybroker().start_server()
         d.attest()
@@ -67,6 +68,17 @@ def test_tenet_infer_matches_engine_and_torch(dep, tmp_path):
     assert_close(got, engine_output(dep, tmp_path), "tenet infer vs tenet run")
     ref = np.load(dep.reference.output)
     assert float(np.abs(got - ref).max() / np.abs(ref).max()) <= 1e-4
+
+
+def test_second_model_served_by_the_same_enclaves(dep, tmp_path):
+    package, key, digest, ref = dep.sealed[SECOND]
+    facts = json.loads([l for l in dep.attest().stdout.splitlines() if l.startswith("{")][-1])
+    assert sorted(facts["model_digests"]) == sorted(v[2] for v in dep.sealed.values())
+    out = tmp_path / "second"
+    dep.run("infer", "--server", dep.http, "--policy", str(dep.policy), "--model", SECOND,
+            "--input", f"input={ref.input}", "--output-dir", str(out))
+    got, want = np.load(out / "output.npy"), np.load(ref.output)
+    assert float(np.abs(got - want).max() / np.abs(want).max()) <= 1e-4
 
 
 def test_python_client(dep, tmp_path):
@@ -258,7 +270,7 @@ def test_wrong_model_key_and_tampered_package_refused(dep, tmp_path):
     wrong_key.write_text("ab" * 32 + "\n")
     other = Deployment(tmp_path / "wrong", MODEL, enclaves=1)
     other.dir.mkdir()
-    for attr in ("sim_dir", "package", "key", "digest", "manifest", "mrenclave", "root", "reference"):
+    for attr in ("sim_dir", "package", "key", "digest", "manifest", "mrenclave", "root", "reference", "models", "sealed"):
         setattr(other, attr, getattr(dep, attr))
     other.policy = dep.policy
     try:
