@@ -233,6 +233,21 @@ std::vector<BackendCase> cases() {
   }
   {
     BackendCase c;
+    c.name = "reduce_mean_spatial_after_conv";
+    c.inputs = {{"x", {2, 8, 7, 7}}};
+    c.expect_kernel = "dnnl_pool";
+    c.build = [](MB& b) {
+      b.input("x", {2, 8, 7, 7}).random_initializer("W", {16, 8, 1, 1});
+      b.node("Conv", {"x", "W"}, {"c"});
+      auto& r = b.node("ReduceMean", {"c"}, {"y"});
+      MB::attr(r, "axes", std::vector<int64_t>{-1, 2});
+      MB::attr(r, "keepdims", int64_t{0});
+      b.output("y");
+    };
+    v.push_back(c);
+  }
+  {
+    BackendCase c;
     // Batch 2: the inputs are not contiguous blocks of the output, so the concat kernel runs.
     c.name = "concat_blocked";
     c.inputs = {{"x", {2, 8, 6, 6}}};
@@ -261,6 +276,31 @@ std::vector<BackendCase> cases() {
       b.node("Conv", {"p", "F"}, {"f"});
       b.node("HardSigmoid", {"f"}, {"h"});
       b.node("Mul", {"h", "c"}, {"y"});
+      b.output("y");
+    };
+    v.push_back(c);
+  }
+  {
+    // RegNet's block: a grouped conv (8 channels per group; oneDNN may pick nChw8c for it, whose
+    // broadcast Mul has no JIT binary on AVX-512) gated by an SE scale.
+    BackendCase c;
+    c.name = "grouped_conv_se_gate";
+    c.inputs = {{"x", {1, 16, 14, 14}}};
+    c.expect_kernel = "dnnl_binary";
+    c.build = [](MB& b) {
+      b.input("x", {1, 16, 14, 14}).random_initializer("W1", {48, 16, 1, 1}, 0.2f).random_initializer("W2", {48, 8, 3, 3}, 0.2f);
+      b.random_initializer("F1", {12, 48, 1, 1}, 0.2f).random_initializer("F2", {48, 12, 1, 1}, 0.2f);
+      b.node("Conv", {"x", "W1"}, {"a"});
+      auto& g = b.node("Conv", {"a", "W2"}, {"gc"});
+      MB::attr(g, "group", int64_t{6});
+      MB::attr(g, "pads", std::vector<int64_t>{1, 1, 1, 1});
+      b.node("Relu", {"gc"}, {"r"});
+      b.node("GlobalAveragePool", {"r"}, {"p"});
+      b.node("Conv", {"p", "F1"}, {"f1"});
+      b.node("Relu", {"f1"}, {"f1r"});
+      b.node("Conv", {"f1r", "F2"}, {"f2"});
+      b.node("Sigmoid", {"f2"}, {"s"});
+      b.node("Mul", {"r", "s"}, {"y"});
       b.output("y");
     };
     v.push_back(c);

@@ -5,6 +5,8 @@
 #include <cfloat>
 #include <cmath>
 #include <cstring>
+#include <optional>
+#include <string_view>
 #include <unordered_map>
 
 #include "engine/cpu/kernel.h"
@@ -228,6 +230,23 @@ Result<std::unique_ptr<Kernel>> make_conv(KernelInputs& in) {
                                        b ? b_md : memory::desc(), dst_any, memory::dims{strides[0], strides[1]},
                                        memory::dims{dilations[0] - 1, dilations[1] - 1}, pad_l, pad_r);
   dnnl::convolution_forward::primitive_desc pd(desc, attr, in.engine);
+  // oneDNN picks the activation layout per convolution; where its pick differs from the input's
+  // named layout (grouped convs choose nChw8c among nhwc ones on AVX-512), a JIT implementation
+  // on the input's layout saves the reorders into and out of the pick.
+  const tag have = blocked_tag(in.input_layouts[0]);
+  if (have != tag::undef && !(pd.src_desc() == in.input_layouts[0].md)) {
+    try {
+      memory::desc src_md(to_dims(x->shape), dt::f32, have), dst_md(to_dims(y.shape), dt::f32, have);
+      dnnl::convolution_forward::desc same(dnnl::prop_kind::forward_inference, algorithm::convolution_direct, src_md, w_any,
+                                           b ? b_md : memory::desc(), dst_md, memory::dims{strides[0], strides[1]},
+                                           memory::dims{dilations[0] - 1, dilations[1] - 1}, pad_l, pad_r);
+      dnnl::convolution_forward::primitive_desc candidate(same, attr, in.engine);
+      const std::string_view impl = candidate.impl_info_str();
+      if (impl.starts_with("jit") || impl.starts_with("brg")) pd = candidate;
+    } catch (const dnnl::error&) {
+      // No implementation on the input's layout: keep oneDNN's pick.
+    }
+  }
 
   auto k = std::make_unique<DnnlKernel>("dnnl_conv", in.engine);
   k->required_inputs.resize(n.inputs.size());
@@ -295,6 +314,33 @@ Result<std::unique_ptr<Kernel>> make_pool(KernelInputs& in) {
   }
   k->bind_input(DNNL_ARG_SRC, 0, src_md);
   k->bind_output(DNNL_ARG_DST, 0, pd.dst_desc());
+  k->set_primitive(dnnl::pooling_v2_forward(pd), pd.scratchpad_desc());
+  return std::unique_ptr<Kernel>(std::move(k));
+}
+
+// ReduceMean over the spatial dims of a 4-D tensor (torchvision's x.mean([2, 3])) is a global
+// average pooling; the result is written plain, which is also the [N, C] layout without keepdims.
+Result<std::unique_ptr<Kernel>> make_reduce_mean(KernelInputs& in) {
+  const ir::Node& n = in.node;
+  const ir::Value* x = input_value(in, 0);
+  const ir::Value& y = output_value(in, 0);
+  if (!all_float(in) || !n.post_ops.empty() || n.inputs.size() != 1 || x->shape.size() != 4) return KernelPtr{};
+  std::vector<int64_t> axes = ints_or(n, "axes", {});
+  for (int64_t& a : axes) a = a < 0 ? a + 4 : a;
+  std::sort(axes.begin(), axes.end());
+  if (axes != std::vector<int64_t>{2, 3}) return KernelPtr{};
+  const memory::desc& src_md = in.input_layouts[0].md;
+  const memory::desc dst_md = plain_md({x->shape[0], x->shape[1], 1, 1});
+  dnnl::pooling_v2_forward::desc desc(dnnl::prop_kind::forward_inference, algorithm::pooling_avg_exclude_padding, src_md, dst_md,
+                                      memory::dims{1, 1}, memory::dims{x->shape[2], x->shape[3]}, memory::dims{0, 0},
+                                      memory::dims{0, 0}, memory::dims{0, 0});
+  dnnl::pooling_v2_forward::primitive_desc pd(desc, base_attr(), in.engine);
+  auto k = std::make_unique<DnnlKernel>("dnnl_pool", in.engine);
+  k->required_inputs = {in.input_layouts[0]};
+  k->outputs = {plain_layout(DType::kFloat32, y.shape)};
+  k->in_place = {-1};
+  k->bind_input(DNNL_ARG_SRC, 0, src_md);
+  k->bind_output(DNNL_ARG_DST, 0, dst_md);
   k->set_primitive(dnnl::pooling_v2_forward(pd), pd.scratchpad_desc());
   return std::unique_ptr<Kernel>(std::move(k));
 }
@@ -374,29 +420,59 @@ Result<std::unique_ptr<Kernel>> make_binary(KernelInputs& in) {
   }
   const int second = 1 - first;
   const Layout& l0 = in.input_layouts[static_cast<size_t>(first)];
-  Layout req0 = l0.shape.size() == rank ? l0 : plain_layout(DType::kFloat32, l0.shape);
-  memory::desc src0_md = req0.shape.size() == rank ? req0.md : plain_md(a);
-  Layout req1;
-  memory::desc src1_md;
   const Shape& b_orig = input_value(in, static_cast<size_t>(second))->shape;
-  if (b == y.shape && b_orig.size() == rank) {
-    req1 = layout_of(b_orig, src0_md);
-    src1_md = src0_md;
-  } else if (b_orig.size() == rank && blocked_tag(req0) != tag::undef) {
-    // A broadcast operand (an SE block's [N, C, 1, 1] scale) in src0's blocked format keeps
-    // oneDNN on its JIT path; a plain one sends it to the reference implementation.
-    req1 = tagged_layout(b_orig, blocked_tag(req0));
-    src1_md = req1.md;
-  } else {
-    req1 = plain_layout(DType::kFloat32, b_orig);
-    src1_md = plain_md(b);
-  }
   dnnl::primitive_attr attr = base_attr();
   dnnl::post_ops po;
   if (!to_dnnl_post_ops(n.post_ops, po, /*allow_sum=*/false)) return KernelPtr{};
   attr.set_post_ops(po);
-  dnnl::binary::desc desc(alg, src0_md, src1_md, src0_md);
-  dnnl::binary::primitive_desc pd(desc, attr, in.engine);
+  // The layouts of src0 (= dst) and src1 the primitive runs on. A broadcast operand (an SE
+  // block's [N, C, 1, 1] scale) in src0's blocked format keeps oneDNN on its JIT path for the
+  // blocks its ISA handles (nChw16c on AVX-512); for others (nChw8c there, from grouped convs) a
+  // plain src1, or else src0 in nhwc, does, where the reference implementation is 100x slower.
+  struct Variant {
+    Layout req0, req1;
+    memory::desc src0_md, src1_md;
+  };
+  auto variant = [&](const Layout& want0, bool blocked_src1) {
+    Variant v;
+    v.req0 = want0.shape.size() == rank ? want0 : plain_layout(DType::kFloat32, want0.shape);
+    v.src0_md = v.req0.shape.size() == rank ? v.req0.md : plain_md(a);
+    if (b == y.shape && b_orig.size() == rank) {
+      v.req1 = layout_of(b_orig, v.src0_md);
+      v.src1_md = v.src0_md;
+    } else if (blocked_src1 && b_orig.size() == rank && blocked_tag(v.req0) != tag::undef) {
+      v.req1 = tagged_layout(b_orig, blocked_tag(v.req0));
+      v.src1_md = v.req1.md;
+    } else {
+      v.req1 = plain_layout(DType::kFloat32, b_orig);
+      v.src1_md = plain_md(b);
+    }
+    return v;
+  };
+  std::vector<Variant> variants = {variant(l0, true), variant(l0, false)};
+  const tag t0 = blocked_tag(l0);
+  if (rank == 4 && t0 != tag::undef && t0 != tag::nhwc) variants.push_back(variant(tagged_layout(l0.shape, tag::nhwc), false));
+  std::optional<dnnl::binary::primitive_desc> chosen;
+  Variant v;
+  for (const Variant& candidate : variants) {
+    try {
+      dnnl::binary::primitive_desc pd(dnnl::binary::desc(alg, candidate.src0_md, candidate.src1_md, candidate.src0_md), attr, in.engine);
+      const bool reference = std::string_view(pd.impl_info_str()).starts_with("ref");
+      if (!chosen || !reference) {
+        chosen = pd;
+        v = candidate;
+      }
+      if (!reference) break;
+    } catch (const dnnl::error&) {
+      // This variant has no implementation; try the next.
+    }
+  }
+  if (!chosen) return KernelPtr{};
+  const dnnl::binary::primitive_desc& pd = *chosen;
+  const Layout& req0 = v.req0;
+  const Layout& req1 = v.req1;
+  const memory::desc& src0_md = v.src0_md;
+  const memory::desc& src1_md = v.src1_md;
   auto k = std::make_unique<DnnlKernel>("dnnl_binary", in.engine);
   k->required_inputs.resize(2);
   k->required_inputs[static_cast<size_t>(first)] = req0;
@@ -728,7 +804,7 @@ Result<std::unique_ptr<Kernel>> make_dnnl_kernel(KernelInputs& in) {
       {"BatchNormalization", make_batch_norm}, {"MatMul", make_matmul}, {"Gemm", make_matmul},
       {"FusedMatMul", make_matmul},
       {"Softmax", make_softmax},     {"LayerNormalization", make_layer_norm},
-      {"Transpose", make_transpose}, {"Slice", make_slice},
+      {"Transpose", make_transpose}, {"Slice", make_slice},   {"ReduceMean", make_reduce_mean},
   };
   auto it = kFactories.find(in.node.op_type);
   if (it == kFactories.end()) return KernelPtr{};
