@@ -201,9 +201,9 @@ int cmd_inspect(const InspectArgs& a) {
   for (const auto& in : m.inputs()) std::printf("input:  %s %s %s\n", in.name.c_str(), tenet::dtype_name(in.dtype), tenet::shape_to_string(in.shape).c_str());
   for (const auto& out : m.outputs()) std::printf("output: %s %s %s\n", out.name.c_str(), tenet::dtype_name(out.dtype), tenet::shape_to_string(out.shape).c_str());
   std::printf("nodes: %zu imported, %zu after optimization (%d folded, %d identities removed, %d batch norms folded, "
-              "%d activations fused, %d residual adds fused, %d GELUs fused)\n",
+              "%d activations fused, %d residual adds fused, %d GELUs fused, %d matmuls fused with scale/bias)\n",
               imported_nodes, m.graph().nodes.size(), stats.nodes_folded, stats.identities_removed, stats.batch_norms_folded,
-              stats.activations_fused, stats.residual_adds_fused, stats.gelus_fused);
+              stats.activations_fused, stats.residual_adds_fused, stats.gelus_fused, stats.matmuls_fused);
   std::printf("\n%-5s %-36s %-18s %-14s %-8s %-12s %14s\n", "step", "node", "op", "kernel", "layout", "post-ops", "FLOPs");
   int64_t total_flops = 0;
   for (size_t i = 0; i < m.steps().size(); ++i) {

@@ -362,6 +362,7 @@ class EngineModel final : public ServedModel {
     }
     const auto t_input = Clock::now();
     Status s = m->run(ordered, engine_outputs_);
+    m->wipe_activations();  // no intermediate value of this batch outlives it
     const auto t_infer = Clock::now();
     for (Tensor& t : joined) wipe_tensor(t);
     if (batch.size() == 1) {

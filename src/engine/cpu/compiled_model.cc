@@ -45,6 +45,8 @@ struct CompiledModel::Impl {
   std::vector<std::byte*> input_data, output_data;  // their addresses, set once planned
   std::byte* arena = nullptr;
   std::byte* scratchpad = nullptr;
+  size_t arena_bytes = 0;
+  size_t scratchpad_bytes = 0;
 
   ~Impl() {
     std::free(arena);
@@ -458,10 +460,12 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
   m.arena = static_cast<std::byte*>(std::aligned_alloc(64, arena_bytes));
   if (!m.arena) return resource_exhausted("cannot allocate an arena of {} bytes", arena_bytes);
   std::memset(m.arena, 0, arena_bytes);
+  m.arena_bytes = arena_bytes;
   for (const Step& st : m.steps) model->scratchpad_bytes_ = std::max(model->scratchpad_bytes_, st.kernel->scratchpad_bytes);
   const size_t scratch_bytes = align_up(std::max<size_t>(model->scratchpad_bytes_, 64), 64);
   m.scratchpad = static_cast<std::byte*>(std::aligned_alloc(64, scratch_bytes));
   if (!m.scratchpad) return resource_exhausted("cannot allocate a scratchpad of {} bytes", scratch_bytes);
+  m.scratchpad_bytes = scratch_bytes;
 
   auto address = [&](int s) -> void* {
     if (s < 0) return nullptr;
@@ -478,6 +482,12 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     TENET_RETURN_IF_ERROR(st.kernel->bind(ins, outs, m.scratchpad));
   }
   return model;
+}
+
+void CompiledModel::wipe_activations() {
+  // explicit_bzero: a plain memset of memory that is not read again may be optimized away.
+  if (impl_->arena) explicit_bzero(impl_->arena, impl_->arena_bytes);
+  if (impl_->scratchpad) explicit_bzero(impl_->scratchpad, impl_->scratchpad_bytes);
 }
 
 Status CompiledModel::run(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs) {

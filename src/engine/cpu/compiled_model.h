@@ -60,6 +60,10 @@ class CompiledModel {
   // steps(), resized on first use), for profilers such as bench/profile_steps.cc.
   Status run_profiled(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs, std::vector<double>& step_ms);
 
+  // Overwrites the activation arena and the scratchpad with zeros, so that no intermediate value
+  // of a request outlives it (the server calls this after every run; outputs are the caller's).
+  void wipe_activations();
+
   const std::vector<plan::BufferRequest>& buffers() const { return buffers_; }
   const plan::ArenaPlan& arena_plan() const { return arena_plan_; }
   const std::vector<StepInfo>& steps() const { return step_info_; }
