@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/allocator.h"
 #include "core/safe_math.h"
 
 namespace tenet {
@@ -110,13 +111,7 @@ std::vector<int64_t> row_major_strides(std::span<const int64_t> shape) {
 }
 
 namespace {
-std::shared_ptr<std::byte[]> aligned_storage(size_t bytes) {
-  size_t n = align_up(bytes == 0 ? 1 : bytes, 64);
-  void* p = std::aligned_alloc(64, n);
-  if (p == nullptr) return nullptr;
-  std::memset(p, 0, n);
-  return std::shared_ptr<std::byte[]>(static_cast<std::byte*>(p), [](std::byte* q) { std::free(q); });
-}
+std::shared_ptr<std::byte[]> aligned_storage(size_t bytes) { return allocate_buffer(bytes); }
 }  // namespace
 
 Result<Tensor> Tensor::zeros(DType dtype, Shape shape) {

@@ -1,5 +1,7 @@
 #include "engine/cpu/compiled_model.h"
 
+#include "core/allocator.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -43,15 +45,12 @@ struct CompiledModel::Impl {
   std::vector<int> input_slots;   // per graph input
   std::vector<int> output_slots;  // per graph output
   std::vector<std::byte*> input_data, output_data;  // their addresses, set once planned
+  // From tenet::buffer_allocator(): the C heap, or the EPC heap inside a sim enclave.
+  std::shared_ptr<std::byte[]> arena_storage, scratchpad_storage;
   std::byte* arena = nullptr;
   std::byte* scratchpad = nullptr;
   size_t arena_bytes = 0;
   size_t scratchpad_bytes = 0;
-
-  ~Impl() {
-    std::free(arena);
-    std::free(scratchpad);
-  }
 };
 
 CompiledModel::CompiledModel() : impl_(std::make_unique<Impl>()) {}
@@ -457,13 +456,14 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
   TENET_RETURN_IF_ERROR(plan::verify_plan(model->buffers_, model->arena_plan_));
 
   const size_t arena_bytes = align_up(std::max<size_t>(model->arena_plan_.peak_bytes, 64), 64);
-  m.arena = static_cast<std::byte*>(std::aligned_alloc(64, arena_bytes));
+  m.arena_storage = allocate_buffer(arena_bytes);
+  m.arena = m.arena_storage.get();
   if (!m.arena) return resource_exhausted("cannot allocate an arena of {} bytes", arena_bytes);
-  std::memset(m.arena, 0, arena_bytes);
   m.arena_bytes = arena_bytes;
   for (const Step& st : m.steps) model->scratchpad_bytes_ = std::max(model->scratchpad_bytes_, st.kernel->scratchpad_bytes);
   const size_t scratch_bytes = align_up(std::max<size_t>(model->scratchpad_bytes_, 64), 64);
-  m.scratchpad = static_cast<std::byte*>(std::aligned_alloc(64, scratch_bytes));
+  m.scratchpad_storage = allocate_buffer(scratch_bytes);
+  m.scratchpad = m.scratchpad_storage.get();
   if (!m.scratchpad) return resource_exhausted("cannot allocate a scratchpad of {} bytes", scratch_bytes);
   m.scratchpad_bytes = scratch_bytes;
 

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "core/allocator.h"
 #include "engine/cpu/kernel.h"
 #include "engine/ops/op.h"
 
@@ -20,6 +21,13 @@ using dnnl::memory;
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 using KernelPtr = std::unique_ptr<Kernel>;
+
+// A memory object over a buffer from tenet::buffer_allocator() (so that, in a sim enclave, kernel-
+// owned weights count against the EPC). The kernel keeps `storage` alive with the memory.
+struct OwnedMemory {
+  memory mem;
+  std::shared_ptr<std::byte[]> storage;
+};
 
 // Where a primitive argument's memory comes from when the kernel is bound.
 struct ArgBinding {
@@ -70,8 +78,9 @@ class DnnlKernel : public Kernel {
     bindings_.push_back({arg, ArgBinding::Source::kInput, index, md, offset_bytes});
   }
   void bind_output(int arg, int index, const memory::desc& md) { bindings_.push_back({arg, ArgBinding::Source::kOutput, index, md}); }
-  void bind_owned(int arg, memory m) {
-    owned_.push_back(std::move(m));
+  void bind_owned(int arg, OwnedMemory m) {
+    owned_storage_.push_back(std::move(m.storage));
+    owned_.push_back(std::move(m.mem));
     bindings_.push_back({arg, ArgBinding::Source::kOwned, static_cast<int>(owned_.size() - 1), owned_.back().get_desc()});
   }
   dnnl::engine& engine() { return engine_; }
@@ -82,6 +91,7 @@ class DnnlKernel : public Kernel {
   dnnl::primitive primitive_;
   std::vector<ArgBinding> bindings_;
   std::vector<memory> owned_;
+  std::vector<std::shared_ptr<std::byte[]>> owned_storage_;
   std::unordered_map<int, memory> args_;
 };
 
@@ -148,18 +158,27 @@ Layout layout_of(const Shape& shape, const memory::desc& md) {
 }
 
 // Copies a constant tensor (plain) into a new oneDNN memory of layout `dst_md`.
-memory reorder_constant(const Tensor& t, const memory::desc& src_md, const memory::desc& dst_md, dnnl::engine& eng) {
+OwnedMemory allocate_memory(const memory::desc& md, dnnl::engine& eng) {
+  OwnedMemory m;
+  m.storage = allocate_buffer(md.get_size());
+  if (!m.storage) throw std::bad_alloc();
+  m.mem = memory(md, eng, m.storage.get());
+  return m;
+}
+
+OwnedMemory reorder_constant(const Tensor& t, const memory::desc& src_md, const memory::desc& dst_md, dnnl::engine& eng) {
   memory src(src_md, eng, const_cast<void*>(t.data()));
-  memory dst(dst_md, eng);
+  OwnedMemory out = allocate_memory(dst_md, eng);
+  memory& dst = out.mem;
   dnnl::stream s(eng);
   dnnl::reorder(src, dst).execute(s, src, dst);
   s.wait();
-  return dst;
+  return out;
 }
 
-memory owned_copy(const float* data, const memory::desc& md, dnnl::engine& eng) {
-  memory m(md, eng);
-  std::memcpy(m.get_data_handle(), data, md.get_size());
+OwnedMemory owned_copy(const float* data, const memory::desc& md, dnnl::engine& eng) {
+  OwnedMemory m = allocate_memory(md, eng);
+  std::memcpy(m.mem.get_data_handle(), data, md.get_size());
   return m;
 }
 
@@ -812,6 +831,10 @@ Result<std::unique_ptr<Kernel>> make_dnnl_kernel(KernelInputs& in) {
     return it->second(in);
   } catch (const dnnl::error& e) {
     // oneDNN has no implementation for this configuration: let the next kernel in the list try.
+    return KernelPtr{};
+  } catch (const std::bad_alloc&) {
+    // No memory for reordered weights (e.g. an exhausted enclave heap): the reference kernel
+    // needs none; if memory is short for it too, compilation reports it.
     return KernelPtr{};
   }
 }
