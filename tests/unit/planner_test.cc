@@ -16,6 +16,14 @@ TEST(PlannerTest, ChainReusesMemory) {
   EXPECT_EQ(p.total_bytes, 4000u);
 }
 
+TEST(PlannerTest, NoReusePlanIsTheSumAndVerifies) {
+  std::vector<BufferRequest> r = {{1000, 0, 1, "a"}, {1000, 1, 2, "b"}, {1000, 2, 3, "c"}, {1000, 3, 4, "d"}};
+  ArenaPlan p = plan_without_reuse(r);
+  EXPECT_TRUE(verify_plan(r, p).ok());
+  EXPECT_EQ(p.peak_bytes, 4 * ((1000 + 63) / 64 * 64u));
+  EXPECT_GT(p.peak_bytes, plan_greedy_by_size(r).peak_bytes);
+}
+
 TEST(PlannerTest, RandomPlansNeverOverlap) {
   std::mt19937 rng(7);
   for (int trial = 0; trial < 200; ++trial) {

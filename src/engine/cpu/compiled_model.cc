@@ -452,7 +452,8 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
   for (plan::BufferRequest& b : model->buffers_) {
     if (b.last_step < 0) b.first_step = b.last_step = 0;  // never touched
   }
-  model->arena_plan_ = plan::plan_greedy_by_size(model->buffers_);
+  model->arena_plan_ = options.no_buffer_reuse ? plan::plan_without_reuse(model->buffers_)
+                                               : plan::plan_greedy_by_size(model->buffers_);
   TENET_RETURN_IF_ERROR(plan::verify_plan(model->buffers_, model->arena_plan_));
 
   const size_t arena_bytes = align_up(std::max<size_t>(model->arena_plan_.peak_bytes, 64), 64);

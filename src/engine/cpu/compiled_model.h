@@ -23,6 +23,9 @@ namespace tenet::cpu {
 struct CompileOptions {
   int threads = 0;              // 0: all cores
   bool reference_only = false;  // run every node with the plain reference (the oracle)
+  // true: one buffer per activation, never shared (the naive baseline); false: one arena planned
+  // from lifetimes (greedy by size).
+  bool no_buffer_reuse = false;
   passes::OptimizeOptions optimize;
 };
 

@@ -46,6 +46,17 @@ ArenaPlan plan_greedy_by_size(std::span<const BufferRequest> requests) {
   return plan;
 }
 
+ArenaPlan plan_without_reuse(std::span<const BufferRequest> requests) {
+  ArenaPlan plan;
+  plan.offsets.reserve(requests.size());
+  for (const BufferRequest& r : requests) {
+    plan.offsets.push_back(plan.peak_bytes);
+    plan.total_bytes += r.size_bytes;
+    plan.peak_bytes += align_up(r.size_bytes, kArenaAlignment);
+  }
+  return plan;
+}
+
 Status verify_plan(std::span<const BufferRequest> requests, const ArenaPlan& plan) {
   if (plan.offsets.size() != requests.size()) return internal_error("plan has {} offsets for {} buffers", plan.offsets.size(), requests.size());
   for (size_t i = 0; i < requests.size(); ++i) {

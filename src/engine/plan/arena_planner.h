@@ -32,6 +32,9 @@ struct ArenaPlan {
 };
 
 ArenaPlan plan_greedy_by_size(std::span<const BufferRequest> requests);
+// Every buffer its own bytes, nothing shared: what allocating each activation separately costs
+// (the naive baseline of Vessels' comparison). peak_bytes == the aligned sum.
+ArenaPlan plan_without_reuse(std::span<const BufferRequest> requests);
 // Error naming the first pair of buffers that are live at the same step and share bytes, or a
 // buffer that runs past the arena's end.
 Status verify_plan(std::span<const BufferRequest> requests, const ArenaPlan& plan);
