@@ -237,7 +237,7 @@ TEST(EnclaveHeap, ExplicitEvictAndPrefault) {
 // Several threads on disjoint and shared pages with a budget far below the working set.
 TEST(EnclaveHeap, ConcurrentFaultsKeepDataIntact) {
   constexpr int kThreads = 8;
-  const uint64_t budget = 1 * kMiB, private_bytes = 4 * kMiB, shared_pages = 512;
+  const uint64_t budget = 1 * kMiB, private_bytes = 2 * kMiB, shared_pages = 512;
   auto host = private_host(budget);
   auto heap = make_heap(host, 64 * kMiB);
   ASSERT_TRUE(heap);
@@ -247,7 +247,7 @@ TEST(EnclaveHeap, ConcurrentFaultsKeepDataIntact) {
   auto* pbase = static_cast<uint8_t*>(*priv);
   auto* counters = static_cast<uint64_t*>(*shared);  // one counter per 64 bytes
   const uint64_t slots = shared_pages * kPageBytes / 64;
-  constexpr int kRounds = 3, kIncrementsPerRound = 20000;
+  constexpr int kRounds = 2, kIncrementsPerRound = 20000;
   std::atomic<int> errors{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
