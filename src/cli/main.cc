@@ -2,6 +2,8 @@
 //   tenet run MODEL.onnx --input NAME=FILE.npy ... --output-dir DIR [--threads N] [--bench N]
 //   tenet inspect MODEL.onnx [--input-shape NAME=1x3x224x224 ...]
 // Errors go to stderr with a non-zero exit status; `run --bench` ends its stdout with one JSON line.
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -14,10 +16,14 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "core/allocator.h"
 #include "core/npy.h"
 #include "engine/cpu/compiled_model.h"
 #include "engine/onnx/importer.h"
 #include "engine/ops/op.h"
+#include "epc/enclave_heap.h"
+#include "epc/epc_allocator.h"
+#include "epc/host_epc.h"
 
 namespace {
 
@@ -77,10 +83,55 @@ struct RunArgs {
   int warmup = 5;
   bool reference = false;
   bool quiet = false;
+  std::string enclave;            // "" (plain process) or "sim"
+  std::string epc = "93MiB";      // the sim host's EPC budget
+  std::string memory = "planned";  // planned | naive
 };
+
+// `tenet run --enclave sim`: the model runs inside one sim enclave whose memory (weights, kernel
+// weight copies, activations, scratch) comes from an EPC-accounted, paged heap (src/epc). The
+// budget belongs to a private host segment for this run. Sim only: no hardware protection.
+struct SimEnclave {
+  std::shared_ptr<tenet::epc::HostEpc> host;
+  std::unique_ptr<tenet::epc::EnclaveHeap> heap;
+  std::unique_ptr<tenet::epc::EpcBufferAllocator> allocator;
+  std::string host_name;
+  ~SimEnclave() {
+    if (!host_name.empty()) (void)tenet::epc::HostEpc::remove(host_name);
+  }
+};
+
+Result<std::unique_ptr<SimEnclave>> open_sim_enclave(const RunArgs& a) {
+  auto e = std::make_unique<SimEnclave>();
+  TENET_ASSIGN_OR_RETURN(const uint64_t budget, tenet::epc::parse_epc_size(a.epc));
+  std::error_code ec;
+  const uint64_t model_bytes = std::filesystem::file_size(a.model, ec);
+  if (ec) return tenet::not_found("cannot stat '{}': {}", a.model, ec.message());
+  e->host_name = fmt::format("tenet-run-{}", ::getpid());
+  TENET_ASSIGN_OR_RETURN(e->host, tenet::epc::HostEpc::open(e->host_name, budget));
+  tenet::epc::EnclaveHeapOptions o;
+  o.name = "run";
+  // Virtual room for the weights (imported, and the kernels' reordered copies) and activations.
+  o.reserve_bytes = 4 * model_bytes + (uint64_t{8} << 30);
+  // The declared enclave size whose pages are measured at creation (EADD/EEXTEND): what the model
+  // needs at rest, two copies of the weights plus headroom.
+  o.measure_declared_bytes = 2 * model_bytes + (uint64_t{64} << 20);
+  TENET_ASSIGN_OR_RETURN(e->heap, tenet::epc::EnclaveHeap::create(e->host, o));
+  e->allocator = std::make_unique<tenet::epc::EpcBufferAllocator>(*e->heap);
+  tenet::set_buffer_allocator(e->allocator.get());
+  return e;
+}
 
 int cmd_run(const RunArgs& a) {
   const auto t0 = std::chrono::steady_clock::now();
+  std::unique_ptr<SimEnclave> enclave;
+  if (a.enclave == "sim") {
+    auto e = open_sim_enclave(a);
+    if (!e.ok()) return fail(e.status().with_context("sim enclave"));
+    enclave = std::move(e).value();
+  } else if (a.memory != "planned") {
+    return fail(tenet::invalid_argument("--memory {} needs --enclave sim", a.memory));
+  }
   auto graph = tenet::onnx_import::import_model_file(a.model);
   if (!graph.ok()) return fail(graph.status());
   std::map<std::string, tenet::Tensor> feeds;
@@ -104,6 +155,7 @@ int cmd_run(const RunArgs& a) {
   tenet::cpu::CompileOptions options;
   options.threads = a.threads;
   options.reference_only = a.reference;
+  options.no_buffer_reuse = a.memory == "naive";
   auto model = tenet::cpu::compile_model(*graph, shapes, options);
   if (!model.ok()) return fail(model.status());
   const double compile_ms = ms_since(t0);
@@ -163,6 +215,19 @@ int cmd_run(const RunArgs& a) {
   j["sum_activation_bytes"] = plan.total_bytes;
   j["weight_bytes"] = (*model)->weight_bytes();
   j["mode"] = a.reference ? "reference" : "cpu";
+  if (enclave) {
+    const tenet::epc::EpcCounters c = enclave->heap->counters();
+    j["enclave"] = "sim (INSECURE)";
+    j["memory"] = a.memory;
+    j["epc_budget_bytes"] = c.host_budget_bytes;
+    j["peak_epc_bytes"] = c.peak_resident_bytes;
+    j["allocated_bytes"] = c.allocated_bytes;
+    j["page_faults"] = c.page_faults;
+    j["evictions"] = c.evictions;
+    j["loads"] = c.loads;
+    j["bytes_encrypted"] = c.bytes_encrypted;
+    j["enclave_create_ms"] = c.creation_measure_ms;
+  }
   std::printf("%s\n", j.dump().c_str());
   return 0;
 }
@@ -254,6 +319,13 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--warmup", run.warmup, "Warm-up runs before --bench timing (default 5)")->check(CLI::Range(0, 100000));
   run_cmd->add_flag("--reference", run.reference, "Run every node with the plain reference kernels (slow; the oracle)");
   run_cmd->add_flag("--quiet", run.quiet, "Print only the final JSON line");
+  run_cmd->add_option("--enclave", run.enclave,
+                      "Run inside one enclave: sim (INSECURE; enclave memory is paged against an emulated EPC)")
+      ->check(CLI::IsMember({"sim"}));
+  run_cmd->add_option("--epc", run.epc, "EPC budget for --enclave sim, e.g. 93MiB (default, SGX1) or 64GiB");
+  run_cmd->add_option("--memory", run.memory,
+                      "With --enclave: planned (one activation arena, default) or naive (one buffer per activation)")
+      ->check(CLI::IsMember({"planned", "naive"}));
 
   InspectArgs inspect;
   CLI::App* inspect_cmd = app.add_subcommand("inspect", "Print a model's compiled nodes, FLOPs, parameter bytes and arena plan");

@@ -38,7 +38,7 @@ std::shared_ptr<std::byte[]> allocate_buffer(size_t bytes) {
   BufferAllocator* a = &buffer_allocator();
   void* p = a->allocate(n, 64);
   if (p == nullptr) return nullptr;
-  std::memset(p, 0, n);
+  if (!a->returns_zeroed()) std::memset(p, 0, n);
   return std::shared_ptr<std::byte[]>(static_cast<std::byte*>(p), [a, n](std::byte* q) { a->deallocate(q, n); });
 }
 

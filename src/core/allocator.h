@@ -20,6 +20,9 @@ class BufferAllocator {
   virtual void* allocate(size_t bytes, size_t alignment) = 0;
   virtual void deallocate(void* p, size_t bytes) = 0;
   virtual const char* name() const = 0;
+  // true if fresh allocations already read as zero (then allocate_buffer does not touch them:
+  // for a paged enclave heap, a memset would fault every page in up front).
+  virtual bool returns_zeroed() const { return false; }
 };
 
 // The C heap (aligned_alloc / free).

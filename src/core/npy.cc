@@ -406,7 +406,19 @@ Result<Tensor> read_npy(const std::string& path) {
   if (std::fseek(file.get(), static_cast<long>(layout.data_offset), SEEK_SET) != 0) {
     return io_error("cannot seek in .npy file", path, errno);
   }
-  size_t got = std::fread(tensor->data(), 1, layout.data_size, file.get());
+  // Through a bounce buffer: tensor storage may be an enclave heap whose non-resident pages the
+  // kernel cannot write into (read() would fail with EFAULT; user-space stores fault them in).
+  size_t got = 0;
+  {
+    std::vector<std::byte> chunk(std::min<size_t>(layout.data_size, size_t{1} << 20));
+    auto* dst = static_cast<std::byte*>(tensor->data());
+    while (got < layout.data_size) {
+      const size_t n = std::fread(chunk.data(), 1, std::min(chunk.size(), layout.data_size - got), file.get());
+      if (n == 0) break;
+      std::memcpy(dst + got, chunk.data(), n);
+      got += n;
+    }
+  }
   if (got != layout.data_size) {
     return data_loss("{}: .npy data ended after {} of {} bytes (file changed while reading?)", path, got,
                      layout.data_size);
