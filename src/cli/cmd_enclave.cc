@@ -40,6 +40,9 @@ const tenet::cli::CommandRegistration kEnclave([](CLI::App& app) {
   cmd->add_option("--grpc", a->o.grpc_address, "gRPC listen address (default 127.0.0.1:0)");
   cmd->add_option("--threads", a->o.threads, "Compute threads (default: all cores)")->check(CLI::Range(0, 1024));
   cmd->add_option("--instance", a->o.instance, "Instance number (set by tenet serve)");
+  cmd->add_option("--epc", a->o.epc_budget, "Emulated EPC budget of the sim host, e.g. 93MiB (default: no emulation)");
+  cmd->add_option("--epc-host", a->o.epc_host, "Shared-memory name of the host's EPC budget (set by tenet serve)");
+  cmd->add_option("--epc-limit", a->o.epc_limit, "This enclave's share of the EPC budget (set by tenet serve)");
   return tenet::cli::Command{cmd, [a] { return run(*a); }};
 });
 

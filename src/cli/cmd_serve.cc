@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "epc/host_epc.h"
 #include "host/metrics.h"
 #include "host/net.h"
 #include "host/relay.h"
@@ -32,6 +33,7 @@ struct ServeArgs {
   std::string metrics = "127.0.0.1:8002";
   std::vector<std::string> launcher;
   size_t enclaves = 1;
+  std::string epc;
   int threads = 0;
   int ready_timeout_s = 300;
 };
@@ -78,6 +80,22 @@ int run_serve(const ServeArgs& a) {
   add("--sim-dir", a.sim_dir);
   add("--identity-store", a.identity_store);
   add("--threads", a.threads > 0 ? std::to_string(a.threads) : "");
+  // One EPC budget for all enclaves of this server (sim): a shared segment this process owns.
+  std::shared_ptr<tenet::epc::HostEpc> host_epc;
+  const std::string epc_host = fmt::format("tenet-serve-{}", ::getpid());
+  if (!a.epc.empty()) {
+    if (a.platform != "sim") return tenet::cli::fail(tenet::invalid_argument("--epc emulates the sim platform's EPC only"));
+    auto budget = tenet::epc::parse_epc_size(a.epc);
+    if (!budget.ok()) return tenet::cli::fail(budget.status().with_context("--epc"));
+    auto h = tenet::epc::HostEpc::open(epc_host, *budget);
+    if (!h.ok()) return tenet::cli::fail(h.status());
+    host_epc = *h;
+    add("--epc", a.epc);
+    add("--epc-host", epc_host);
+    // The emulation does not evict one enclave's pages for another (SGX's driver does), so each
+    // enclave pages within an equal share; together they never exceed the budget.
+    add("--epc-limit", std::to_string(*budget / a.enclaves / 4096 * 4096) + "B");
+  }
   // Enclaves listen on loopback ports of their own choosing and announce them.
   add("--http", "127.0.0.1:0");
   add("--grpc", "127.0.0.1:0");
@@ -96,6 +114,7 @@ int run_serve(const ServeArgs& a) {
           std::fprintf(stderr, "tenet serve: enclave %zu ready (%s)\n", slot, ev.value("platform", std::string("?")).c_str());
         } else if (ev["event"] == "stats") {
           m->apply_enclave_stats(slot, ev);
+          m->apply_enclave_epc(slot, ev);
         }
       },
       [m](size_t slot, int status) {
@@ -125,6 +144,7 @@ int run_serve(const ServeArgs& a) {
   (*http_relay)->stop();
   (*grpc_relay)->stop();
   (*sup)->stop();
+  if (host_epc) (void)tenet::epc::HostEpc::remove(epc_host);
   return 0;
 }
 
@@ -148,6 +168,9 @@ const tenet::cli::CommandRegistration kServe([](CLI::App& app) {
   cmd->add_option("--http", a->http, "Public REST address (default 127.0.0.1:8000; port 0 picks one)");
   cmd->add_option("--grpc", a->grpc, "Public gRPC address (default 127.0.0.1:8001)");
   cmd->add_option("--metrics", a->metrics, "Prometheus metrics address (default 127.0.0.1:8002; empty disables)");
+  cmd->add_option("--epc", a->epc,
+                  "sim: emulate one EPC budget shared by all enclaves, e.g. 93MiB (SGX1) or 64GiB; enclave memory beyond "
+                  "it is paged (encrypted) at real cost; each enclave gets an equal share. Default: no emulation");
   cmd->add_option("--launcher", a->launcher, "Command prefix that starts an enclave, e.g. gramine-sgx (default: none)");
   cmd->add_option("--ready-timeout", a->ready_timeout_s, "Seconds to wait for each enclave to load (default 300)")->check(CLI::Range(1, 86400));
   return tenet::cli::Command{cmd, [a] { return run_serve(*a); }};

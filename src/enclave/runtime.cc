@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 
 #include <nlohmann/json.hpp>
@@ -13,6 +14,9 @@
 #include "attest/ratls.h"
 #include "crypto/crypto.h"
 #include "enclave/manifest.h"
+#include "epc/enclave_heap.h"
+#include "epc/epc_allocator.h"
+#include "epc/host_epc.h"
 #include "keybroker/kbs_client.h"
 #include "seal/package.h"
 #include "serving/model_repository.h"
@@ -125,7 +129,38 @@ Result<std::shared_ptr<serving::ServedModel>> load_model(attest::Platform& platf
   return serving::load_engine_model(mm.name, std::move(*graph), eo);
 }
 
-nlohmann::json stats_event(const serving::ModelRepository& repo) {
+// The enclave's EPC: a heap in the host's shared budget, installed as the engine's allocator before
+// any model loads (weights, kernel weight copies, arenas all live in it).
+struct EpcState {
+  std::shared_ptr<epc::HostEpc> host;
+  std::unique_ptr<epc::EnclaveHeap> heap;
+  std::unique_ptr<epc::EpcBufferAllocator> allocator;
+};
+
+Result<std::unique_ptr<EpcState>> open_epc(const EnclaveOptions& o) {
+  if (o.platform != "sim") return invalid_argument("--epc emulates the EPC of the sim platform only");
+  auto st = std::make_unique<EpcState>();
+  TENET_ASSIGN_OR_RETURN(const uint64_t budget, epc::parse_epc_size(o.epc_budget));
+  TENET_ASSIGN_OR_RETURN(st->host, epc::HostEpc::open(o.epc_host.empty() ? "tenet-default" : o.epc_host, budget));
+  uint64_t packages_bytes = 0;
+  for (const auto& [name, path] : o.packages) {
+    std::error_code ec;
+    packages_bytes += std::filesystem::file_size(path, ec);
+  }
+  epc::EnclaveHeapOptions ho;
+  ho.name = fmt::format("enclave-{}", o.instance);
+  ho.reserve_bytes = 4 * packages_bytes + (uint64_t{8} << 30);
+  ho.measure_declared_bytes = 2 * packages_bytes + (uint64_t{64} << 20);
+  if (!o.epc_limit.empty()) {
+    TENET_ASSIGN_OR_RETURN(ho.resident_limit_bytes, epc::parse_epc_size(o.epc_limit));
+  }
+  TENET_ASSIGN_OR_RETURN(st->heap, epc::EnclaveHeap::create(st->host, ho));
+  st->allocator = std::make_unique<epc::EpcBufferAllocator>(*st->heap);
+  set_buffer_allocator(st->allocator.get());
+  return st;
+}
+
+nlohmann::json stats_event(const serving::ModelRepository& repo, const EpcState* epc_state) {
   nlohmann::json models = nlohmann::json::object();
   for (const auto& m : repo.models()) {
     const serving::ModelStats s = m->stats();
@@ -134,7 +169,13 @@ nlohmann::json stats_event(const serving::ModelRepository& repo) {
                          {"queue_us", s.queue.ns / 1000},
                          {"compute_us", (s.compute_input.ns + s.compute_infer.ns + s.compute_output.ns) / 1000}};
   }
-  return {{"event", "stats"}, {"models", models}};
+  nlohmann::json ev = {{"event", "stats"}, {"models", models}};
+  if (epc_state != nullptr) {
+    const epc::EpcCounters c = epc_state->heap->counters();
+    ev["epc"] = {{"resident_bytes", c.resident_bytes}, {"peak_resident_bytes", c.peak_resident_bytes},
+                 {"page_faults", c.page_faults}, {"evictions", c.evictions}, {"loads", c.loads}};
+  }
+  return ev;
 }
 
 void emit(const nlohmann::json& event) {
@@ -178,6 +219,12 @@ int run_enclave(const EnclaveOptions& o) {
   if (!identity.ok()) return fail(identity.status().with_context("RA-TLS identity"));
   const double identity_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 
+  std::unique_ptr<EpcState> epc_state;
+  if (!o.epc_budget.empty()) {
+    auto st = open_epc(o);
+    if (!st.ok()) return fail(st.status().with_context("EPC"));
+    epc_state = std::move(st).value();
+  }
   auto repo = std::make_shared<serving::ModelRepository>();
   for (const auto& mm : manifest->models) {
     auto model = load_model(pf, o, mm);
@@ -204,14 +251,16 @@ int run_enclave(const EnclaveOptions& o) {
         {"platform", pf.name()},
         {"mrenclave", crypto::to_hex(me->mrenclave)},
         {"identity", (*identity)->reused ? "unsealed (reused)" : "created (one quote)"},
-        {"identity_ms", identity_ms}});
+        {"identity_ms", identity_ms},
+        {"epc_budget_bytes", epc_state ? epc_state->heap->counters().host_budget_bytes : 0},
+        {"enclave_create_ms", epc_state ? epc_state->heap->counters().creation_measure_ms : 0.0}});
 
   std::string last_stats;
   for (;;) {
     timespec ts{o.stats_interval_ms / 1000, (o.stats_interval_ms % 1000) * 1000000L};
     const int sig = sigtimedwait(&stop_signals, nullptr, &ts);
     if (sig == SIGINT || sig == SIGTERM) break;
-    nlohmann::json ev = stats_event(*repo);
+    nlohmann::json ev = stats_event(*repo, epc_state.get());
     std::string text = ev.dump();
     if (text != last_stats) {
       emit(ev);

@@ -34,6 +34,11 @@ struct EnclaveOptions {
   std::string grpc_address = "127.0.0.1:0";
   int threads = 0;
   int instance = 0;
+  // sim only: enclave memory comes from a heap paged against the host's emulated EPC (src/epc),
+  // the budget shared by every enclave that names the same host segment. Empty: no emulation.
+  std::string epc_budget;  // "93MiB"
+  std::string epc_host;    // shared-memory segment name (tenet serve makes one per server)
+  std::string epc_limit;   // this enclave's own cap on resident pages (its share of the budget)
   int stats_interval_ms = 1000;
 };
 

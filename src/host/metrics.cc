@@ -27,6 +27,7 @@ struct HostMetrics::Impl {
   prometheus::Family<prometheus::Counter>* requests;
   prometheus::Family<prometheus::Counter>* queue_seconds;
   prometheus::Family<prometheus::Counter>* compute_seconds;
+  prometheus::Family<prometheus::Gauge>* epc_gauges;
 
   std::mutex mu;
   // Last cumulative value seen per (slot, model, field), to turn enclave totals into deltas.
@@ -75,6 +76,10 @@ Result<std::unique_ptr<HostMetrics>> HostMetrics::create(const std::string& list
   impl->requests = &prometheus::BuildCounter().Name("tenet_model_requests_total").Help("Inference requests, by outcome").Register(r);
   impl->queue_seconds = &prometheus::BuildCounter().Name("tenet_model_queue_seconds_total").Help("Time requests waited in the batch queue").Register(r);
   impl->compute_seconds = &prometheus::BuildCounter().Name("tenet_model_compute_seconds_total").Help("Time spent computing").Register(r);
+  impl->epc_gauges = &prometheus::BuildGauge()
+                          .Name("tenet_enclave_epc")
+                          .Help("Sim EPC emulation per enclave: resident/peak bytes, cumulative faults/evictions")
+                          .Register(r);
   if (!listen.empty()) {
     TENET_ASSIGN_OR_RETURN(const HostPort addr, parse_host_port(listen));
     try {
@@ -121,6 +126,16 @@ void HostMetrics::apply_enclave_stats(size_t slot, const nlohmann::json& event) 
     impl_->requests->Add({{"model", model}, {"outcome", "fail"}}).Increment(delta("fail"));
     impl_->queue_seconds->Add({{"model", model}}).Increment(delta("queue_us") / 1e6);
     impl_->compute_seconds->Add({{"model", model}}).Increment(delta("compute_us") / 1e6);
+  }
+}
+
+void HostMetrics::apply_enclave_epc(size_t slot, const nlohmann::json& event) {
+  if (!event.contains("epc") || !event["epc"].is_object()) return;
+  for (const char* field : {"resident_bytes", "peak_resident_bytes", "page_faults", "evictions", "loads"}) {
+    const auto& v = event["epc"];
+    if (v.contains(field) && v[field].is_number()) {
+      impl_->epc_gauges->Add({{"instance", std::to_string(slot)}, {"counter", field}}).Set(v[field].get<double>());
+    }
   }
 }
 

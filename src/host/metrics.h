@@ -26,6 +26,8 @@ class HostMetrics {
   // An enclave's {"event":"stats","models":{NAME:{"success":N,"fail":N,"queue_us":N,"compute_us":N}}}
   // line: cumulative counters, applied as deltas. Malformed lines are ignored.
   void apply_enclave_stats(size_t slot, const nlohmann::json& event);
+  // Its "epc" object (sim EPC emulation): resident and peak bytes, page faults, evictions.
+  void apply_enclave_epc(size_t slot, const nlohmann::json& event);
   // The exposition text (what GET /metrics returns).
   std::string scrape() const;
   uint16_t port() const;

@@ -288,3 +288,28 @@ def test_wrong_model_key_and_tampered_package_refused(dep, tmp_path):
     finally:
         other.stop()
     server_alive(dep)
+
+
+def test_enclaves_share_one_emulated_epc_budget(tmp_path):
+    """tenet serve --epc: both enclaves' memory is paged against one sim EPC budget; serving is
+    unchanged (outputs equal the engine's), and the host exports the EPC counters."""
+    import urllib.request
+    d = Deployment(tmp_path, MODEL, enclaves=2, threads=1)
+    try:
+        d.prepare().start_keybroker().start_server(extra=("--epc", "24MiB"))
+        d.attest()
+        out = tmp_path / "out"
+        d.run("infer", "--server", d.http, "--policy", str(d.policy), "--model", MODEL,
+              "--input", f"input={d.reference.input}", "--output-dir", str(out))
+        assert_close(np.load(out / "output.npy"), engine_output(d, tmp_path), "served with EPC emulation")
+        deadline = time.time() + 10
+        text = ""
+        while time.time() < deadline and 'counter="page_faults"' not in text:
+            time.sleep(0.5)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics", timeout=5).read().decode()
+        peaks = [float(l.split()[-1]) for l in text.splitlines()
+                 if l.startswith("tenet_enclave_epc{") and 'counter="peak_resident_bytes"' in l]
+        assert len(peaks) == 2, text
+        assert sum(peaks) <= 24 * 2**20  # one budget for both
+    finally:
+        d.stop()
