@@ -37,10 +37,11 @@ def tenet_bin() -> str:
 
 class Deployment:
     def __init__(self, workdir: Path, model: str = "mobilenet_v3_small", enclaves: int = 2, verbose: bool = False,
-                 threads: int = 0, max_batch: int = 8, extra_models: tuple[str, ...] = ()):
+                 threads: int = 0, max_batch: int = 8, extra_models: tuple[str, ...] = (), debug: bool = False):
         self.dir = Path(workdir)
         self.model = model  # the first model; the attributes package/key/digest/reference are its
         self.models = [model, *extra_models]
+        self.debug = debug  # a debug enclave: its quote says so, and policies refuse it unless allow_debug
         self.enclaves = enclaves
         self.verbose = verbose
         self.threads = threads
@@ -97,7 +98,7 @@ class Deployment:
             self.sealed[name] = (package, key, digest, ref)
         self.package, self.key, self.digest, self.reference = self.sealed[self.model]
         self.manifest = d / "enclave.json"
-        manifest = {"tenet_manifest": 1, "isv_prod_id": 1, "isv_svn": 1, "debug": False, "mode": "tee",
+        manifest = {"tenet_manifest": 1, "isv_prod_id": 1, "isv_svn": 1, "debug": self.debug, "mode": "tee",
                     "models": [{"name": name, "package_digest": self.sealed[name][2],
                                 "key_resource": f"default/model/{name}",
                                 "max_batch_size": self.max_batch, "max_queue_delay_us": 200} for name in self.models]}

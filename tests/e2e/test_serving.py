@@ -313,3 +313,19 @@ def test_enclaves_share_one_emulated_epc_budget(tmp_path):
         assert sum(peaks) <= 24 * 2**20  # one budget for both
     finally:
         d.stop()
+
+
+def test_debug_enclave_refused_unless_policy_allows_debug(tmp_path):
+    """A debug enclave (its quote carries the DEBUG attribute) is refused by a client policy with
+    allow_debug false, at the debug stage; a policy that allows debug accepts it."""
+    d = Deployment(tmp_path, MODEL, enclaves=1, threads=1, debug=True)
+    try:
+        d.prepare()
+        owner = d.write_policy("owner-allows-debug.json", allow_debug=True)
+        d.start_keybroker(policy=owner).start_server()
+        res = d.attest(check=False)
+        assert res.returncode != 0 and "attestation failed at debug" in res.stderr + res.stdout
+        facts = json.loads(d.attest(policy=owner).stdout.strip().splitlines()[-1])
+        assert facts["debug"] is True
+    finally:
+        d.stop()
