@@ -334,6 +334,16 @@ int main(int argc, char** argv) {
 
   std::vector<tenet::cli::Command> commands;
   for (const auto& factory : tenet::cli::registered_commands()) commands.push_back(factory(app));
+  // `tenet --help` lists one line per command; a command's whole description shows in its own --help.
+  for (CLI::App* sub : app.get_subcommands({})) {
+    const std::string text = sub->get_description();
+    size_t end = text.find(". ");
+    end = std::min(end, text.find(".\n"));
+    if (text.size() > 100 && end != std::string::npos) {
+      sub->footer(text);
+      sub->description(text.substr(0, end + 1));
+    }
+  }
 
   CLI11_PARSE(app, argc, argv);
   for (const auto& c : commands) {
