@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "attest/policy.h"
+#include "core/address.h"
 #include "attest/ratls.h"
 #include "cli/command.h"
 #include "keybroker/key_broker.h"
@@ -55,17 +56,9 @@ std::atomic<bool> g_stop{false};
 extern "C" void on_stop_signal(int) { g_stop.store(true); }
 
 Result<std::pair<std::string, int>> parse_listen(const std::string& s) {
-  const size_t colon = s.rfind(':');
-  if (colon == std::string::npos || colon == 0) return tenet::invalid_argument("--listen expects HOST:PORT, got '{}'", s);
-  int port = -1;
-  try {
-    size_t used = 0;
-    port = std::stoi(s.substr(colon + 1), &used);
-    if (used != s.size() - colon - 1) port = -1;
-  } catch (const std::exception&) {
-  }
-  if (port < 0 || port > 65535) return tenet::invalid_argument("--listen: bad port in '{}'", s);
-  return std::make_pair(s.substr(0, colon), port);
+  auto hp = tenet::parse_host_port(s);
+  if (!hp.ok() || hp->host.empty()) return tenet::invalid_argument("--listen expects HOST:PORT, got '{}'", s);
+  return std::make_pair(hp->host, static_cast<int>(hp->port));
 }
 
 int run_keybroker(const KeyBrokerArgs& a) {

@@ -6,18 +6,13 @@
 #include <cstdint>
 #include <string>
 
+#include "core/address.h"
 #include "core/status.h"
 
 namespace tenet::host {
 
-struct HostPort {
-  std::string host;
-  uint16_t port = 0;
-  std::string to_string() const { return host + ":" + std::to_string(port); }
-};
-
-// "HOST:PORT", "[v6]:PORT" or ":PORT" (all interfaces). Port 0 means "pick a free one".
-Result<HostPort> parse_host_port(const std::string& text);
+using tenet::HostPort;
+using tenet::parse_host_port;
 
 // A listening TCP socket (SO_REUSEADDR, CLOEXEC). Returns the fd; `bound_port` gets the real port.
 Result<int> listen_tcp(const HostPort& addr, int backlog, uint16_t* bound_port);

@@ -1,34 +1,17 @@
 #include "serving/server.h"
 
-#include <charconv>
 #include <cstdio>
 
+#include "core/address.h"
 #include "serving/grpc_server.h"
 #include "serving/http_server.h"
 
 namespace tenet::serving {
 
 Result<std::pair<std::string, int>> split_host_port(const std::string& address) {
-  std::string host, port_text;
-  if (!address.empty() && address[0] == '[') {
-    const size_t close = address.find(']');
-    if (close == std::string::npos || close + 1 >= address.size() || address[close + 1] != ':') {
-      return invalid_argument("address '{}' must be [HOST]:PORT", address);
-    }
-    host = address.substr(1, close - 1);
-    port_text = address.substr(close + 2);
-  } else {
-    const size_t colon = address.rfind(':');
-    if (colon == std::string::npos || colon == 0) return invalid_argument("address '{}' must be HOST:PORT", address);
-    host = address.substr(0, colon);
-    port_text = address.substr(colon + 1);
-  }
-  int port = -1;
-  auto r = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  if (r.ec != std::errc() || r.ptr != port_text.data() + port_text.size() || port < 0 || port > 65535) {
-    return invalid_argument("address '{}': port must be 0..65535", address);
-  }
-  return std::make_pair(host, port);
+  TENET_ASSIGN_OR_RETURN(const HostPort hp, parse_host_port(address));
+  if (hp.host.empty()) return invalid_argument("address '{}' must name a host (HOST:PORT)", address);
+  return std::make_pair(hp.host, static_cast<int>(hp.port));
 }
 
 Server::~Server() { stop(); }
