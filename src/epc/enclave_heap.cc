@@ -638,10 +638,12 @@ Result<void*> EnclaveHeap::allocate(size_t size_bytes, size_t alignment) {
   }
   size_t need = size_bytes / kPageBytes + (size_bytes % kPageBytes != 0);
   const size_t align_pages = std::max<size_t>(1, alignment / kPageBytes);
+  // Alignment is of the address, not of the page index: the view's base is only page-aligned.
+  const size_t base_page = reinterpret_cast<uintptr_t>(impl_->view) / kPageBytes;
   std::lock_guard<std::mutex> lock(impl_->alloc_mutex);
   for (auto it = impl_->free_runs.begin(); it != impl_->free_runs.end(); ++it) {
     const size_t start = it->first, count = it->second;
-    const size_t aligned = (start + align_pages - 1) / align_pages * align_pages;
+    const size_t aligned = (base_page + start + align_pages - 1) / align_pages * align_pages - base_page;
     if (aligned < start || aligned - start > count || count - (aligned - start) < need) continue;
     impl_->free_runs.erase(it);
     if (aligned > start) impl_->free_runs[start] = aligned - start;
