@@ -21,9 +21,7 @@
 #include "engine/cpu/compiled_model.h"
 #include "engine/onnx/importer.h"
 #include "engine/ops/op.h"
-#include "epc/enclave_heap.h"
 #include "epc/epc_allocator.h"
-#include "epc/host_epc.h"
 
 namespace {
 
@@ -92,10 +90,8 @@ struct RunArgs {
 // weight copies, activations, scratch) comes from an EPC-accounted, paged heap (src/epc). The
 // budget belongs to a private host segment for this run. Sim only: no hardware protection.
 struct SimEnclave {
-  std::shared_ptr<tenet::epc::HostEpc> host;
-  std::unique_ptr<tenet::epc::EnclaveHeap> heap;
-  std::unique_ptr<tenet::epc::EpcBufferAllocator> allocator;
   std::string host_name;
+  std::unique_ptr<tenet::epc::EnclaveMemory> memory;
   ~SimEnclave() {
     if (!host_name.empty()) (void)tenet::epc::HostEpc::remove(host_name);
   }
@@ -103,22 +99,14 @@ struct SimEnclave {
 
 Result<std::unique_ptr<SimEnclave>> open_sim_enclave(const RunArgs& a) {
   auto e = std::make_unique<SimEnclave>();
-  TENET_ASSIGN_OR_RETURN(const uint64_t budget, tenet::epc::parse_epc_size(a.epc));
+  tenet::epc::EnclaveMemoryOptions o;
+  TENET_ASSIGN_OR_RETURN(o.budget_bytes, tenet::epc::parse_epc_size(a.epc));
   std::error_code ec;
-  const uint64_t model_bytes = std::filesystem::file_size(a.model, ec);
+  o.payload_bytes = std::filesystem::file_size(a.model, ec);
   if (ec) return tenet::not_found("cannot stat '{}': {}", a.model, ec.message());
-  e->host_name = fmt::format("tenet-run-{}", ::getpid());
-  TENET_ASSIGN_OR_RETURN(e->host, tenet::epc::HostEpc::open(e->host_name, budget));
-  tenet::epc::EnclaveHeapOptions o;
-  o.name = "run";
-  // Virtual room for the weights (imported, and the kernels' reordered copies) and activations.
-  o.reserve_bytes = 4 * model_bytes + (uint64_t{8} << 30);
-  // The declared enclave size whose pages are measured at creation (EADD/EEXTEND): what the model
-  // needs at rest, two copies of the weights plus headroom.
-  o.measure_declared_bytes = 2 * model_bytes + (uint64_t{64} << 20);
-  TENET_ASSIGN_OR_RETURN(e->heap, tenet::epc::EnclaveHeap::create(e->host, o));
-  e->allocator = std::make_unique<tenet::epc::EpcBufferAllocator>(*e->heap);
-  tenet::set_buffer_allocator(e->allocator.get());
+  e->host_name = o.host_name = fmt::format("tenet-run-{}", ::getpid());
+  o.enclave_name = "run";
+  TENET_ASSIGN_OR_RETURN(e->memory, tenet::epc::open_enclave_memory(o));
   return e;
 }
 
@@ -216,7 +204,7 @@ int cmd_run(const RunArgs& a) {
   j["weight_bytes"] = (*model)->weight_bytes();
   j["mode"] = a.reference ? "reference" : "cpu";
   if (enclave) {
-    const tenet::epc::EpcCounters c = enclave->heap->counters();
+    const tenet::epc::EpcCounters c = enclave->memory->heap->counters();
     j["enclave"] = "sim (INSECURE)";
     j["memory"] = a.memory;
     j["epc_budget_bytes"] = c.host_budget_bytes;

@@ -14,9 +14,7 @@
 #include "attest/ratls.h"
 #include "crypto/crypto.h"
 #include "enclave/manifest.h"
-#include "epc/enclave_heap.h"
 #include "epc/epc_allocator.h"
-#include "epc/host_epc.h"
 #include "keybroker/kbs_client.h"
 #include "seal/package.h"
 #include "serving/model_repository.h"
@@ -131,36 +129,23 @@ Result<std::shared_ptr<serving::ServedModel>> load_model(attest::Platform& platf
 
 // The enclave's EPC: a heap in the host's shared budget, installed as the engine's allocator before
 // any model loads (weights, kernel weight copies, arenas all live in it).
-struct EpcState {
-  std::shared_ptr<epc::HostEpc> host;
-  std::unique_ptr<epc::EnclaveHeap> heap;
-  std::unique_ptr<epc::EpcBufferAllocator> allocator;
-};
-
-Result<std::unique_ptr<EpcState>> open_epc(const EnclaveOptions& o) {
+Result<std::unique_ptr<epc::EnclaveMemory>> open_epc(const EnclaveOptions& o) {
   if (o.platform != "sim") return invalid_argument("--epc emulates the EPC of the sim platform only");
-  auto st = std::make_unique<EpcState>();
-  TENET_ASSIGN_OR_RETURN(const uint64_t budget, epc::parse_epc_size(o.epc_budget));
-  TENET_ASSIGN_OR_RETURN(st->host, epc::HostEpc::open(o.epc_host.empty() ? "tenet-default" : o.epc_host, budget));
-  uint64_t packages_bytes = 0;
+  epc::EnclaveMemoryOptions mo;
+  mo.host_name = o.epc_host.empty() ? "tenet-default" : o.epc_host;
+  TENET_ASSIGN_OR_RETURN(mo.budget_bytes, epc::parse_epc_size(o.epc_budget));
   for (const auto& [name, path] : o.packages) {
     std::error_code ec;
-    packages_bytes += std::filesystem::file_size(path, ec);
+    mo.payload_bytes += std::filesystem::file_size(path, ec);
   }
-  epc::EnclaveHeapOptions ho;
-  ho.name = fmt::format("enclave-{}", o.instance);
-  ho.reserve_bytes = 4 * packages_bytes + (uint64_t{8} << 30);
-  ho.measure_declared_bytes = 2 * packages_bytes + (uint64_t{64} << 20);
+  mo.enclave_name = fmt::format("enclave-{}", o.instance);
   if (!o.epc_limit.empty()) {
-    TENET_ASSIGN_OR_RETURN(ho.resident_limit_bytes, epc::parse_epc_size(o.epc_limit));
+    TENET_ASSIGN_OR_RETURN(mo.resident_limit_bytes, epc::parse_epc_size(o.epc_limit));
   }
-  TENET_ASSIGN_OR_RETURN(st->heap, epc::EnclaveHeap::create(st->host, ho));
-  st->allocator = std::make_unique<epc::EpcBufferAllocator>(*st->heap);
-  set_buffer_allocator(st->allocator.get());
-  return st;
+  return epc::open_enclave_memory(mo);
 }
 
-nlohmann::json stats_event(const serving::ModelRepository& repo, const EpcState* epc_state) {
+nlohmann::json stats_event(const serving::ModelRepository& repo, const epc::EnclaveMemory* epc_state) {
   nlohmann::json models = nlohmann::json::object();
   for (const auto& m : repo.models()) {
     const serving::ModelStats s = m->stats();
@@ -219,7 +204,7 @@ int run_enclave(const EnclaveOptions& o) {
   if (!identity.ok()) return fail(identity.status().with_context("RA-TLS identity"));
   const double identity_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 
-  std::unique_ptr<EpcState> epc_state;
+  std::unique_ptr<epc::EnclaveMemory> epc_state;
   if (!o.epc_budget.empty()) {
     auto st = open_epc(o);
     if (!st.ok()) return fail(st.status().with_context("EPC"));
@@ -244,6 +229,7 @@ int run_enclave(const EnclaveOptions& o) {
   crypto::secure_wipe(so.tls_key_pem);
   if (!server.ok()) return fail(server.status());
 
+  const epc::EpcCounters epc_at_start = epc_state ? epc_state->heap->counters() : epc::EpcCounters{};
   emit({{"event", "ready"},
         {"instance", o.instance},
         {"http_port", (*server)->http_port()},
@@ -252,8 +238,8 @@ int run_enclave(const EnclaveOptions& o) {
         {"mrenclave", crypto::to_hex(me->mrenclave)},
         {"identity", (*identity)->reused ? "unsealed (reused)" : "created (one quote)"},
         {"identity_ms", identity_ms},
-        {"epc_budget_bytes", epc_state ? epc_state->heap->counters().host_budget_bytes : 0},
-        {"enclave_create_ms", epc_state ? epc_state->heap->counters().creation_measure_ms : 0.0}});
+        {"epc_budget_bytes", epc_at_start.host_budget_bytes},
+        {"enclave_create_ms", epc_at_start.creation_measure_ms}});
 
   std::string last_stats;
   for (;;) {
