@@ -6,20 +6,17 @@
 //   tritonclient.http.InferenceServerClient("localhost:PORT", ssl=True,
 //                                           ssl_context_factory=... cafile="server.pem")
 // Exit 0 when verified; 1 with the failing stage on stderr otherwise (2 for bad arguments).
-#include <sys/socket.h>
-#include <sys/time.h>
 
 #include <cstdio>
 #include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
-#include <openssl/bio.h>
-#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "attest/policy.h"
 #include "attest/ratls.h"
+#include "attest/ratls_client.h"
 #include "cli/command.h"
 #include "crypto/crypto.h"
 
@@ -37,51 +34,10 @@ struct AttestArgs {
   int timeout_ms = 10000;
 };
 
-bool looks_like_ip(const std::string& host) {
-  return host.find_first_not_of("0123456789.") == std::string::npos || host.find(':') != std::string::npos;
-}
-
-// Returns the verified peer, or the failure (with its stage when verification ran).
 Result<attest::VerifiedPeer> attest_server(const AttestArgs& a, std::shared_ptr<const attest::Policy> policy) {
-  const size_t colon = a.server.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == a.server.size()) {
-    return tenet::invalid_argument("server '{}': expected HOST:PORT", a.server);
-  }
-  std::string host = a.server.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-
-  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
-  if (!ctx) return tenet::internal_error("SSL_CTX_new: {}", tenet::crypto::openssl_errors());
-  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-  attest::install_ratls_verifier(ctx.get(), policy);
-
-  BIO* bio = BIO_new_connect(a.server.c_str());
-  if (bio == nullptr) return tenet::internal_error("BIO_new_connect: {}", tenet::crypto::openssl_errors());
-  if (BIO_do_connect(bio) <= 0) {
-    BIO_free_all(bio);
-    return tenet::not_found("cannot connect to {}: {}", a.server, tenet::crypto::openssl_errors());
-  }
-  int fd = -1;
-  BIO_get_fd(bio, &fd);
-  if (fd >= 0) {
-    timeval tv{a.timeout_ms / 1000, (a.timeout_ms % 1000) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  }
-  std::unique_ptr<SSL, decltype(&SSL_free)> ssl(SSL_new(ctx.get()), SSL_free);
-  SSL_set_bio(ssl.get(), bio, bio);  // ssl owns bio
-  if (!looks_like_ip(host)) SSL_set_tlsext_host_name(ssl.get(), host.c_str());
-  const int rc = SSL_connect(ssl.get());
-  Result<attest::VerifiedPeer> peer = attest::ratls_peer(ssl.get());
-  if (rc != 1) {
-    const std::string tls_error = tenet::crypto::openssl_errors();
-    if (!peer.ok() && attest::failed_stage(peer.status())) return peer.status();  // verification failed
-    return tenet::Status(tenet::StatusCode::kFailedPrecondition,
-                         fmt::format("TLS handshake with {} failed before attestation: {}", a.server,
-                                     tls_error.empty() ? "connection closed" : tls_error));
-  }
-  SSL_shutdown(ssl.get());
-  return peer;
+  TENET_ASSIGN_OR_RETURN(attest::RatlsConnection c, attest::connect_ratls(a.server, std::move(policy), a.timeout_ms));
+  SSL_shutdown(c.ssl.get());
+  return std::move(c.peer);
 }
 
 int run_attest(const AttestArgs& a) {

@@ -4,8 +4,6 @@
 // policy during the handshake (attest/ratls.h), and only then, on that same connection, sends the
 // inputs as a KServe v2 REST request with the binary tensor extension (KServe OIP v2 §binary
 // data). Writes DIR/<output>.npy per output, like `tenet run`; the last stdout line is JSON.
-#include <sys/socket.h>
-#include <sys/time.h>
 
 #include <chrono>
 #include <cstdio>
@@ -15,12 +13,12 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "attest/policy.h"
 #include "attest/ratls.h"
+#include "attest/ratls_client.h"
 #include "cli/command.h"
 #include "core/npy.h"
 #include "crypto/crypto.h"
@@ -41,41 +39,6 @@ struct InferArgs {
   int timeout_ms = 60000;
   size_t max_response_bytes = size_t{1} << 30;
 };
-
-struct Connection {
-  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx{nullptr, SSL_CTX_free};
-  std::unique_ptr<SSL, decltype(&SSL_free)> ssl{nullptr, SSL_free};
-};
-
-Result<Connection> connect_attested(const InferArgs& a, std::shared_ptr<const attest::Policy> policy,
-                                    attest::VerifiedPeer* peer_out) {
-  Connection c;
-  c.ctx.reset(SSL_CTX_new(TLS_client_method()));
-  if (!c.ctx) return tenet::internal_error("SSL_CTX_new: {}", tenet::crypto::openssl_errors());
-  SSL_CTX_set_min_proto_version(c.ctx.get(), TLS1_2_VERSION);
-  attest::install_ratls_verifier(c.ctx.get(), policy);
-  BIO* bio = BIO_new_connect(a.server.c_str());
-  if (bio == nullptr || BIO_do_connect(bio) <= 0) {
-    if (bio) BIO_free_all(bio);
-    return tenet::not_found("cannot connect to {}: {}", a.server, tenet::crypto::openssl_errors());
-  }
-  int fd = -1;
-  BIO_get_fd(bio, &fd);
-  timeval tv{a.timeout_ms / 1000, (a.timeout_ms % 1000) * 1000};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  c.ssl.reset(SSL_new(c.ctx.get()));
-  SSL_set_bio(c.ssl.get(), bio, bio);
-  const int rc = SSL_connect(c.ssl.get());
-  auto peer = attest::ratls_peer(c.ssl.get());
-  if (rc != 1 || !peer.ok()) {
-    if (!peer.ok() && attest::failed_stage(peer.status())) return peer.status();
-    return Status(tenet::StatusCode::kFailedPrecondition,
-                  fmt::format("TLS handshake with {} failed: {}", a.server, tenet::crypto::openssl_errors()));
-  }
-  *peer_out = std::move(peer).value();
-  return c;
-}
 
 Status write_all(SSL* ssl, std::string_view data) {
   size_t done = 0;
@@ -167,9 +130,9 @@ int run_infer(const InferArgs& a) {
   for (const auto& t : tensors) body_size += t.size_bytes();
 
   const auto t0 = std::chrono::steady_clock::now();
-  attest::VerifiedPeer peer;
-  auto conn = connect_attested(a, std::make_shared<const attest::Policy>(std::move(policy).value()), &peer);
+  auto conn = attest::connect_ratls(a.server, std::make_shared<const attest::Policy>(std::move(policy).value()), a.timeout_ms);
   if (!conn.ok()) return tenet::cli::fail(conn.status().with_context("attestation"));
+  const attest::VerifiedPeer& peer = conn->peer;
   const auto t_attested = std::chrono::steady_clock::now();
   std::fprintf(stderr, "tenet infer: attested %s (%s, mrenclave %s)\n", a.server.c_str(), peer.platform.c_str(),
                tenet::crypto::to_hex(peer.identity.mrenclave).c_str());
