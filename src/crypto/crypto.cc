@@ -201,6 +201,35 @@ Result<Bytes> hkdf_sha256(ByteSpan ikm, ByteSpan salt, ByteSpan info, size_t out
   return out;
 }
 
+namespace {
+
+// Starts an AES-256-GCM operation (`enc` 1 to seal, 0 to open) and feeds the AAD.
+Status gcm_begin(EVP_CIPHER_CTX* ctx, ByteSpan key, ByteSpan iv, ByteSpan aad, int enc) {
+  int len = 0;
+  if (ctx == nullptr || EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(), iv.data(), enc) != 1) {
+    return ossl_error("AES-GCM init");
+  }
+  if (!aad.empty() && EVP_CipherUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1) {
+    return ossl_error("AES-GCM aad");
+  }
+  return ok_status();
+}
+
+// Runs `in` through the cipher into `out` (same size). EVP takes int lengths: large messages go
+// in pieces.
+Status gcm_update(EVP_CIPHER_CTX* ctx, ByteSpan in, uint8_t* out) {
+  size_t done = 0;
+  int len = 0;
+  while (done < in.size()) {
+    const int piece = static_cast<int>(std::min<size_t>(in.size() - done, size_t{1} << 30));
+    if (EVP_CipherUpdate(ctx, out + done, &len, in.data() + done, piece) != 1) return ossl_error("AES-GCM update");
+    done += static_cast<size_t>(len);
+  }
+  return ok_status();
+}
+
+}  // namespace
+
 Status aes256gcm_seal_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan plaintext, std::span<uint8_t> out) {
   TENET_RETURN_IF_ERROR(check_gcm_args(key, iv));
   if (plaintext.size() > kMaxGcmInput) return out_of_range("AES-GCM message of {} bytes is too large", plaintext.size());
@@ -208,23 +237,10 @@ Status aes256gcm_seal_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan pla
     return invalid_argument("AES-GCM output buffer is {} bytes, expected {}", out.size(), plaintext.size() + kAesGcmTagBytes);
   }
   Owned<EVP_CIPHER_CTX> ctx(EVP_CIPHER_CTX_new());
+  TENET_RETURN_IF_ERROR(gcm_begin(ctx.get(), key, iv, aad, 1));
+  TENET_RETURN_IF_ERROR(gcm_update(ctx.get(), plaintext, out.data()));
   int len = 0;
-  if (!ctx || EVP_EncryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), iv.data()) != 1) {
-    return ossl_error("AES-GCM init");
-  }
-  if (!aad.empty() && EVP_EncryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1) {
-    return ossl_error("AES-GCM aad");
-  }
-  // EVP takes int lengths: feed large messages in pieces.
-  size_t done = 0;
-  while (done < plaintext.size()) {
-    const int piece = static_cast<int>(std::min<size_t>(plaintext.size() - done, size_t{1} << 30));
-    if (EVP_EncryptUpdate(ctx.get(), out.data() + done, &len, plaintext.data() + done, piece) != 1) {
-      return ossl_error("AES-GCM encrypt");
-    }
-    done += static_cast<size_t>(len);
-  }
-  if (EVP_EncryptFinal_ex(ctx.get(), out.data() + done, &len) != 1 ||
+  if (EVP_EncryptFinal_ex(ctx.get(), out.data() + plaintext.size(), &len) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kAesGcmTagBytes, out.data() + plaintext.size()) != 1) {
     return ossl_error("AES-GCM final");
   }
@@ -246,26 +262,16 @@ Status aes256gcm_open_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan cip
   if (n > kMaxGcmInput) return out_of_range("AES-GCM message of {} bytes is too large", n);
   if (out.size() != n) return invalid_argument("AES-GCM output buffer is {} bytes, expected {}", out.size(), n);
   Owned<EVP_CIPHER_CTX> ctx(EVP_CIPHER_CTX_new());
+  TENET_RETURN_IF_ERROR(gcm_begin(ctx.get(), key, iv, aad, 0));
+  if (Status s = gcm_update(ctx.get(), ciphertext_and_tag.first(n), out.data()); !s.ok()) {
+    secure_wipe(out.data(), out.size());
+    return s;
+  }
   int len = 0;
-  if (!ctx || EVP_DecryptInit_ex(ctx.get(), EVP_aes_256_gcm(), nullptr, key.data(), iv.data()) != 1) {
-    return ossl_error("AES-GCM init");
-  }
-  if (!aad.empty() && EVP_DecryptUpdate(ctx.get(), nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1) {
-    return ossl_error("AES-GCM aad");
-  }
-  size_t done = 0;
-  while (done < n) {
-    const int piece = static_cast<int>(std::min<size_t>(n - done, size_t{1} << 30));
-    if (EVP_DecryptUpdate(ctx.get(), out.data() + done, &len, ciphertext_and_tag.data() + done, piece) != 1) {
-      secure_wipe(out.data(), out.size());
-      return ossl_error("AES-GCM decrypt");
-    }
-    done += static_cast<size_t>(len);
-  }
   uint8_t tag[kAesGcmTagBytes];
   std::memcpy(tag, ciphertext_and_tag.data() + n, kAesGcmTagBytes);
   if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kAesGcmTagBytes, tag) != 1 ||
-      EVP_DecryptFinal_ex(ctx.get(), out.data() + done, &len) != 1) {
+      EVP_DecryptFinal_ex(ctx.get(), out.data() + n, &len) != 1) {
     ERR_clear_error();
     secure_wipe(out.data(), out.size());
     return data_loss("AES-GCM authentication failed (tampered data or wrong key)");
