@@ -47,7 +47,7 @@ struct Supervisor::Impl {
   std::vector<std::thread> watchers;
 
   Result<std::pair<int, int>> spawn(size_t slot);  // pid, stdout fd
-  void watch(size_t slot, bool first_start_signalled);
+  void watch(size_t slot);
   bool wait_ready(size_t slot, int timeout_ms);
 };
 
@@ -81,7 +81,7 @@ Result<std::pair<int, int>> Supervisor::Impl::spawn(size_t slot) {
 }
 
 // Reads one enclave's control lines until it exits, then restarts it (unless stopping).
-void Supervisor::Impl::watch(size_t slot, bool) {
+void Supervisor::Impl::watch(size_t slot) {
   while (!stopping.load()) {
     auto spawned = spawn(slot);
     if (!spawned.ok()) {
@@ -173,7 +173,7 @@ Result<std::unique_ptr<Supervisor>> Supervisor::start(SupervisorOptions options,
   std::unique_ptr<Supervisor> sup(new Supervisor(std::move(impl)));
   Impl* im = sup->impl_.get();
   for (size_t i = 0; i < im->options.count; ++i) {
-    im->watchers.emplace_back(&Impl::watch, im, i, true);
+    im->watchers.emplace_back(&Impl::watch, im, i);
     if (!im->wait_ready(i, im->options.ready_timeout_ms)) {
       int exit_status;
       {
