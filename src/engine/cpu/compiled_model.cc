@@ -354,7 +354,10 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
       kin.input_layouts.push_back(m.slots[static_cast<size_t>(s)].layout);
     }
     std::unique_ptr<Kernel> kernel;
-    if (!options.reference_only) {
+    if (options.kernel_override) {
+      TENET_ASSIGN_OR_RETURN(kernel, options.kernel_override(kin));
+    }
+    if (!kernel && !options.reference_only) {
       TENET_ASSIGN_OR_RETURN(kernel, make_dnnl_kernel(kin));
     }
     if (!kernel) {

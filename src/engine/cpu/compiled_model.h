@@ -6,6 +6,7 @@
 // worker thread.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -14,6 +15,7 @@
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "engine/cpu/kernel.h"
 #include "engine/ir/graph.h"
 #include "engine/passes/shape_inference.h"
 #include "engine/plan/arena_planner.h"
@@ -27,6 +29,9 @@ struct CompileOptions {
   // from lifetimes (greedy by size).
   bool no_buffer_reuse = false;
   passes::OptimizeOptions optimize;
+  // Tried before the built-in kernels for every node; returns nullptr to decline. Hybrid mode
+  // (src/hybrid) puts its outsourced linear layers here.
+  std::function<Result<std::unique_ptr<Kernel>>(KernelInputs&)> kernel_override;
 };
 
 struct TensorInfo {
