@@ -18,10 +18,12 @@
 #include "cli/command.h"
 #include "core/allocator.h"
 #include "core/npy.h"
+#include "core/safe_math.h"
 #include "engine/cpu/compiled_model.h"
 #include "engine/onnx/importer.h"
 #include "engine/ops/op.h"
 #include "epc/epc_allocator.h"
+#include "epc/sealed_weight_store.h"
 
 namespace {
 
@@ -144,9 +146,31 @@ int cmd_run(const RunArgs& a) {
   options.threads = a.threads;
   options.reference_only = a.reference;
   options.no_buffer_reuse = a.memory == "naive";
-  auto model = tenet::cpu::compile_model(*graph, shapes, options);
+  std::shared_ptr<tenet::epc::SealedWeightStore> store;
+  if (enclave && a.memory == "planned") {
+    // Vessels' planned mode: weights beyond what fits stream from sealed untrusted memory. The
+    // model's budget is the enclave's EPC less what the run itself keeps there (inputs, outputs).
+    auto st = tenet::epc::SealedWeightStore::create();
+    if (!st.ok()) return fail(st.status());
+    store = std::move(st).value();
+    const tenet::epc::EpcCounters c = enclave->memory->heap->counters();
+    const uint64_t limit = c.resident_limit_bytes > 0 ? std::min(c.resident_limit_bytes, c.host_budget_bytes) : c.host_budget_bytes;
+    uint64_t io_bytes = 0;
+    for (const auto& [name, t] : feeds) io_bytes += 2 * tenet::align_up(t.size_bytes(), 4096);  // and a same-size output, as a bound
+    const uint64_t reserve = io_bytes + (uint64_t{1} << 20);
+    if (limit <= reserve) return fail(tenet::invalid_argument("--epc {} leaves no room for the model", a.epc));
+    options.streaming.store = store;
+    options.streaming.budget_bytes = limit - reserve;
+  }
+  auto model = tenet::cpu::compile_model(std::move(*graph), shapes, options);
   if (!model.ok()) return fail(model.status());
   const double compile_ms = ms_since(t0);
+  // Loading is over: what follows is the steady state the enclave serves in.
+  tenet::epc::EpcCounters at_load;
+  if (enclave) {
+    at_load = enclave->memory->heap->counters();
+    enclave->memory->heap->reset_peaks();
+  }
   std::vector<tenet::ConstTensorView> in_views;
   for (const auto& info : (*model)->inputs()) {
     const tenet::Tensor& t = feeds.at(info.name);
@@ -204,17 +228,37 @@ int cmd_run(const RunArgs& a) {
   j["weight_bytes"] = (*model)->weight_bytes();
   j["mode"] = a.reference ? "reference" : "cpu";
   if (enclave) {
+    // Counters of the runs (after loading); peak_epc_bytes is the enclave memory committed at the
+    // peak of the runs: what it needs resident never to page (Vessels' "peak EPC").
     const tenet::epc::EpcCounters c = enclave->memory->heap->counters();
     j["enclave"] = "sim (INSECURE)";
     j["memory"] = a.memory;
     j["epc_budget_bytes"] = c.host_budget_bytes;
-    j["peak_epc_bytes"] = c.peak_resident_bytes;
+    j["peak_epc_bytes"] = c.peak_allocated_bytes;
+    j["peak_resident_bytes"] = c.peak_resident_bytes;
     j["allocated_bytes"] = c.allocated_bytes;
-    j["page_faults"] = c.page_faults;
-    j["evictions"] = c.evictions;
-    j["loads"] = c.loads;
-    j["bytes_encrypted"] = c.bytes_encrypted;
+    j["page_faults"] = c.page_faults - at_load.page_faults;
+    j["evictions"] = c.evictions - at_load.evictions;
+    j["loads"] = c.loads - at_load.loads;
+    j["bytes_encrypted"] = c.bytes_encrypted - at_load.bytes_encrypted;
     j["enclave_create_ms"] = c.creation_measure_ms;
+    j["load"] = {{"peak_epc_bytes", at_load.peak_allocated_bytes},
+                 {"peak_resident_bytes", at_load.peak_resident_bytes},
+                 {"page_faults", at_load.page_faults},
+                 {"evictions", at_load.evictions}};
+    const tenet::cpu::StreamingPlan& sp = (*model)->streaming_plan();
+    if (sp.enabled) {
+      j["streaming"] = {{"budget_bytes", sp.budget_bytes},
+                        {"planned_peak_bytes", sp.planned_peak_bytes},
+                        {"arena_bytes", sp.arena_bytes},
+                        {"resident_weight_bytes", sp.resident_weight_bytes},
+                        {"streamed_weight_bytes", sp.streamed_weight_bytes},
+                        {"ring_slots", sp.ring_slots},
+                        {"ring_slot_bytes", sp.ring_slot_bytes},
+                        {"tiled_layers", sp.tiled_layers},
+                        {"store", store->describe()},
+                        {"store_bytes", store->stored_bytes()}};
+    }
   }
   std::printf("%s\n", j.dump().c_str());
   return 0;

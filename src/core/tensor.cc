@@ -157,6 +157,18 @@ Result<Tensor> Tensor::reshaped(Shape shape) const {
   return t;
 }
 
+Result<Tensor> Tensor::slice_rows(int64_t begin, int64_t end) const {
+  if (shape_.empty() || begin < 0 || end < begin || end > shape_[0]) {
+    return invalid_argument("cannot take rows [{}, {}) of {}", begin, end, shape_to_string(shape_));
+  }
+  const size_t row_bytes = shape_[0] == 0 ? 0 : size_bytes_ / static_cast<size_t>(shape_[0]);
+  Tensor t = *this;
+  t.shape_[0] = end - begin;
+  t.size_bytes_ = row_bytes * static_cast<size_t>(end - begin);
+  t.storage_ = std::shared_ptr<std::byte[]>(storage_, storage_.get() + row_bytes * static_cast<size_t>(begin));
+  return t;
+}
+
 int64_t Tensor::int_at(int64_t i) const {
   switch (dtype_) {
     case DType::kInt64: return as<int64_t>()[i];

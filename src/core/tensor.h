@@ -111,6 +111,9 @@ class Tensor {
   Tensor clone() const;
   // Same bytes, new shape with the same element count.
   Result<Tensor> reshaped(Shape shape) const;
+  // Rows [begin, end) of the first dimension, sharing this tensor's storage (no copy; the
+  // storage lives while either tensor does). Its data is aligned to the row size only.
+  Result<Tensor> slice_rows(int64_t begin, int64_t end) const;
   // Reads element i as int64 (for integer dtypes) — used by shape computations.
   int64_t int_at(int64_t i) const;
   std::vector<int64_t> to_int64_vector() const;

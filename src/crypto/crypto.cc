@@ -279,6 +279,28 @@ Status aes256gcm_open_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan cip
   return ok_status();
 }
 
+Status aes256gcm_open_in_place(ByteSpan key, ByteSpan iv, ByteSpan aad, std::span<uint8_t> data, ByteSpan tag) {
+  TENET_RETURN_IF_ERROR(check_gcm_args(key, iv));
+  if (tag.size() != kAesGcmTagBytes) return invalid_argument("AES-GCM tag of {} bytes, expected {}", tag.size(), kAesGcmTagBytes);
+  if (data.size() > kMaxGcmInput) return out_of_range("AES-GCM message of {} bytes is too large", data.size());
+  Owned<EVP_CIPHER_CTX> ctx(EVP_CIPHER_CTX_new());
+  TENET_RETURN_IF_ERROR(gcm_begin(ctx.get(), key, iv, aad, 0));
+  if (Status s = gcm_update(ctx.get(), data, data.data()); !s.ok()) {
+    secure_wipe(data.data(), data.size());
+    return s;
+  }
+  int len = 0;
+  uint8_t tag_copy[kAesGcmTagBytes];
+  std::memcpy(tag_copy, tag.data(), kAesGcmTagBytes);
+  if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kAesGcmTagBytes, tag_copy) != 1 ||
+      EVP_DecryptFinal_ex(ctx.get(), data.data() + data.size(), &len) != 1) {
+    ERR_clear_error();
+    secure_wipe(data.data(), data.size());
+    return data_loss("AES-GCM authentication failed (tampered data or wrong key)");
+  }
+  return ok_status();
+}
+
 Result<Bytes> aes256gcm_open(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext_and_tag) {
   if (ciphertext_and_tag.size() < kAesGcmTagBytes) {
     return data_loss("AES-GCM message of {} bytes is shorter than its tag", ciphertext_and_tag.size());

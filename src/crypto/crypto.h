@@ -93,6 +93,10 @@ Result<Bytes> aes256gcm_open(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan c
 Status aes256gcm_open_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext_and_tag,
                            std::span<uint8_t> out);
 
+// Decrypts `data` in place with a separate 16-byte tag (the caller has already copied both out
+// of untrusted memory); kDataLoss and `data` wiped when the tag does not verify.
+Status aes256gcm_open_in_place(ByteSpan key, ByteSpan iv, ByteSpan aad, std::span<uint8_t> data, ByteSpan tag);
+
 // ---- elliptic-curve keys (ECDSA, ECDH) ----
 enum class Curve { kP256, kP384 };
 

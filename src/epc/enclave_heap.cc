@@ -124,6 +124,7 @@ struct EnclaveHeap::Impl {
   std::atomic<uint64_t> bytes_encrypted{0};
   std::atomic<uint64_t> bytes_decrypted{0};
   std::atomic<uint64_t> allocated_bytes{0};
+  std::atomic<uint64_t> peak_allocated_bytes{0};
   double creation_measure_ms = 0;
 
   uint8_t key[crypto::kAesGcmKeyBytes] = {};
@@ -591,11 +592,11 @@ EnclaveHeap::Impl::~Impl() {
 std::string to_json(const EpcCounters& c) {
   return fmt::format(
       "{{\"name\":\"{}\",\"reserve_bytes\":{},\"allocated_bytes\":{},\"resident_limit_bytes\":{},"
-      "\"host_budget_bytes\":{},\"resident_bytes\":{},\"peak_resident_bytes\":{},\"page_faults\":{},"
+      "\"host_budget_bytes\":{},\"resident_bytes\":{},\"peak_resident_bytes\":{},\"peak_allocated_bytes\":{},\"page_faults\":{},"
       "\"zero_fills\":{},\"evictions\":{},\"loads\":{},\"bytes_encrypted\":{},\"bytes_decrypted\":{},"
       "\"creation_measure_ms\":{:.3f}}}",
       c.name, c.reserve_bytes, c.allocated_bytes, c.resident_limit_bytes, c.host_budget_bytes, c.resident_bytes,
-      c.peak_resident_bytes, c.page_faults, c.zero_fills, c.evictions, c.loads, c.bytes_encrypted,
+      c.peak_resident_bytes, c.peak_allocated_bytes, c.page_faults, c.zero_fills, c.evictions, c.loads, c.bytes_encrypted,
       c.bytes_decrypted, c.creation_measure_ms);
 }
 
@@ -653,7 +654,8 @@ Result<void*> EnclaveHeap::allocate(size_t size_bytes, size_t alignment) {
     }
     std::atomic_thread_fence(std::memory_order_release);
     impl_->live[aligned] = need;
-    impl_->allocated_bytes.fetch_add(need * kPageBytes, std::memory_order_relaxed);
+    const uint64_t now_allocated = impl_->allocated_bytes.fetch_add(need * kPageBytes, std::memory_order_relaxed) + need * kPageBytes;
+    atomic_max(impl_->peak_allocated_bytes, now_allocated);
     size_t hw = impl_->high_water_pages.load(std::memory_order_relaxed);
     if (aligned + need > hw) impl_->high_water_pages.store(aligned + need, std::memory_order_release);
     return static_cast<void*>(impl_->view + aligned * kPageBytes);
@@ -761,6 +763,7 @@ EpcCounters EnclaveHeap::counters() const {
   c.host_budget_bytes = m.host->budget_bytes();
   c.resident_bytes = m.resident_bytes.load(std::memory_order_relaxed);
   c.peak_resident_bytes = m.peak_resident_bytes.load(std::memory_order_relaxed);
+  c.peak_allocated_bytes = m.peak_allocated_bytes.load(std::memory_order_relaxed);
   c.page_faults = m.page_faults.load(std::memory_order_relaxed);
   c.zero_fills = m.zero_fills.load(std::memory_order_relaxed);
   c.evictions = m.evictions.load(std::memory_order_relaxed);
@@ -769,6 +772,11 @@ EpcCounters EnclaveHeap::counters() const {
   c.bytes_decrypted = m.bytes_decrypted.load(std::memory_order_relaxed);
   c.creation_measure_ms = m.creation_measure_ms;
   return c;
+}
+
+void EnclaveHeap::reset_peaks() {
+  impl_->peak_resident_bytes.store(impl_->resident_bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  impl_->peak_allocated_bytes.store(impl_->allocated_bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
 
 const std::string& EnclaveHeap::name() const { return impl_->options.name; }

@@ -106,7 +106,8 @@ struct EpcCounters {
   uint64_t resident_limit_bytes = 0;  // 0 = host budget only
   uint64_t host_budget_bytes = 0;
   uint64_t resident_bytes = 0;
-  uint64_t peak_resident_bytes = 0;  // = peak EPC of this enclave
+  uint64_t peak_resident_bytes = 0;  // peak EPC pages this enclave held (≤ its limit)
+  uint64_t peak_allocated_bytes = 0; // peak enclave memory committed: what it needs to never page
   uint64_t page_faults = 0;          // all faults served (zero fills + loads)
   uint64_t zero_fills = 0;           // first touches (no decryption)
   uint64_t evictions = 0;            // EWB
@@ -143,6 +144,8 @@ class EnclaveHeap {
   Status prefault(void* ptr, size_t size_bytes);
 
   EpcCounters counters() const;
+  // Restarts both peaks from the current values (e.g. after loading, to measure the steady state).
+  void reset_peaks();
   const std::string& name() const;
   HostEpc& host() const;
   bool contains(const void* p) const;

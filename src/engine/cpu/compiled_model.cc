@@ -12,6 +12,7 @@
 
 #include "core/safe_math.h"
 #include "engine/cpu/kernel.h"
+#include "engine/passes/passes.h"
 
 namespace tenet::cpu {
 
@@ -34,6 +35,17 @@ struct Step {
   std::unique_ptr<Kernel> kernel;
   std::vector<int> in_slots;   // -1 for absent inputs
   std::vector<int> out_slots;  // -1 for absent outputs
+  std::vector<size_t> streamed;  // indices into Impl::weights loaded into the ring before this step
+};
+
+// A kernel-owned weight buffer moved out to the weight store at compile time.
+struct StoredWeight {
+  int step = 0;
+  size_t index = 0;  // the kernel's owned weight index
+  uint32_t id = 0;   // in the store
+  uint64_t bytes = 0;
+  bool streamed = false;
+  std::shared_ptr<std::byte[]> resident;  // when loaded back to stay
 };
 
 struct CompiledModel::Impl {
@@ -51,6 +63,11 @@ struct CompiledModel::Impl {
   std::byte* scratchpad = nullptr;
   size_t arena_bytes = 0;
   size_t scratchpad_bytes = 0;
+  // Weight streaming (weight_streaming.h).
+  std::shared_ptr<WeightStore> store;
+  std::vector<StoredWeight> weights;
+  std::vector<std::shared_ptr<std::byte[]>> ring;
+  size_t ring_next = 0;
 };
 
 CompiledModel::CompiledModel() : impl_(std::make_unique<Impl>()) {}
@@ -202,7 +219,7 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
   }
 
   auto add_step = [&](std::unique_ptr<Kernel> k, std::vector<int> ins, std::vector<int> outs, StepInfo info) {
-    m.steps.push_back(Step{std::move(k), std::move(ins), std::move(outs)});
+    m.steps.push_back(Step{std::move(k), std::move(ins), std::move(outs), {}});
     model->step_info_.push_back(std::move(info));
   };
   // Returns a slot holding `slot`'s tensor in `want`: a view when the bytes are already right,
@@ -405,6 +422,29 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
                   kernel->outputs.empty() ? "" : kernel->outputs[0].describe(), post_ops_string(node.post_ops),
                   node_flops(g, node)};
     add_step(std::move(kernel), std::move(ins), std::move(outs), std::move(info));
+    if (options.streaming.store) {
+      // Move the kernel's large weights out now, so that its copies never accumulate.
+      Kernel& k = *m.steps.back().kernel;
+      for (size_t w = 0; w < k.owned_weight_count(); ++w) {
+        const std::span<std::byte> bytes = k.owned_weight(w);
+        if (bytes.size() < options.streaming.min_streamed_bytes) continue;
+        TENET_ASSIGN_OR_RETURN(const uint32_t id, options.streaming.store->put(bytes));
+        k.release_owned_weight(w);
+        m.weights.push_back(StoredWeight{static_cast<int>(m.steps.size() - 1), w, id, bytes.size(), false, nullptr});
+      }
+      // A constant the kernel copied and nothing later reads is dropped now, so that the graph's
+      // copies shrink while the kernels' copies move out (plan_streaming drops the rest).
+      const std::vector<int>& bound = m.steps.back().in_slots;
+      for (size_t i = 0; i < node.inputs.size() && i < bound.size(); ++i) {
+        const ir::ValueId v = node.inputs[i];
+        if (v == ir::kNoValue || bound[i] < 0 || !m.slots[static_cast<size_t>(bound[i])].constant) continue;
+        if (last_consumer[static_cast<size_t>(v)] != static_cast<int>(ni) || is_graph_output[static_cast<size_t>(v)] ||
+            k.reads_input(i) || std::count(node.inputs.begin(), node.inputs.end(), v) != 1) {
+          continue;
+        }
+        m.graph.value(v).constant = Tensor();
+      }
+    }
   }
 
   // Graph outputs are handed out plain.
@@ -485,7 +525,109 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     for (int s : st.out_slots) outs.push_back(address(s));
     TENET_RETURN_IF_ERROR(st.kernel->bind(ins, outs, m.scratchpad));
   }
+  if (options.streaming.store) TENET_RETURN_IF_ERROR(model->plan_streaming(options.streaming));
   return model;
+}
+
+Status CompiledModel::plan_streaming(const StreamingOptions& o) {
+  Impl& m = *impl_;
+  StreamingPlan& plan = streaming_plan_;
+  plan.enabled = true;
+  plan.budget_bytes = o.budget_bytes;
+  plan.arena_bytes = m.arena_bytes;
+  plan.scratchpad_bytes = m.scratchpad_bytes;
+  m.store = o.store;
+
+  // Graph constants that some step still reads through its bound address stay; the others (the
+  // weights every kernel copied) are dropped from the graph, and freed unless the caller still
+  // holds them.
+  std::vector<const void*> read;
+  for (const Step& st : m.steps) {
+    for (size_t i = 0; i < st.in_slots.size(); ++i) {
+      const int s = st.in_slots[i];
+      if (s >= 0 && m.slots[static_cast<size_t>(s)].constant && st.kernel->reads_input(i)) {
+        read.push_back(m.slots[static_cast<size_t>(s)].constant);
+      }
+    }
+  }
+  std::sort(read.begin(), read.end());
+  for (ir::Value& v : m.graph.values) {
+    if (!v.is_constant()) continue;
+    if (std::binary_search(read.begin(), read.end(), static_cast<const void*>(v.constant.data()))) {
+      plan.constant_bytes += v.constant.size_bytes();
+    } else {
+      v.constant = Tensor();
+    }
+  }
+  for (const Step& st : m.steps) {
+    for (size_t w = 0; w < st.kernel->owned_weight_count(); ++w) {
+      const std::span<std::byte> b = st.kernel->owned_weight(w);
+      if (b.data() != nullptr) plan.resident_weight_bytes += b.size();  // small ones, never stored
+    }
+  }
+
+  // Resident or streamed (see weight_streaming.h): stream the largest, keep the rest smallest first.
+  const uint64_t fixed = plan.arena_bytes + plan.scratchpad_bytes + plan.constant_bytes + plan.resident_weight_bytes;
+  uint64_t total = 0, largest = 0;
+  std::vector<size_t> order(m.weights.size());
+  for (size_t i = 0; i < m.weights.size(); ++i) {
+    order[i] = i;
+    total += m.weights[i].bytes;
+    largest = std::max(largest, m.weights[i].bytes);
+  }
+  if (fixed > o.budget_bytes) {
+    return resource_exhausted("the model needs {} bytes resident (arena {}, scratchpad {}, small weights and constants {}) "
+                              "beyond a budget of {} bytes",
+                              fixed, plan.arena_bytes, plan.scratchpad_bytes, plan.constant_bytes + plan.resident_weight_bytes,
+                              o.budget_bytes);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return m.weights[a].bytes < m.weights[b].bytes; });
+  uint64_t room = o.budget_bytes - fixed;
+  if (total > room) {
+    // At least the largest is streamed; every step must find its streamed weights in the ring at once.
+    std::vector<int> per_step(m.steps.size(), 0);
+    for (const StoredWeight& w : m.weights) ++per_step[static_cast<size_t>(w.step)];
+    plan.ring_slots = std::max(o.ring_slots, *std::max_element(per_step.begin(), per_step.end()));
+    plan.ring_slot_bytes = align_up(largest, 64);
+    const uint64_t ring = plan.ring_slot_bytes * static_cast<uint64_t>(plan.ring_slots);
+    if (ring > room) {
+      return resource_exhausted("a ring of {} x {} bytes for the largest weight does not fit the {} bytes left of a budget of {} "
+                                "(tile the layer, or raise the budget)",
+                                plan.ring_slots, plan.ring_slot_bytes, room, o.budget_bytes);
+    }
+    room -= ring;
+  }
+  for (size_t i : order) {
+    StoredWeight& w = m.weights[i];
+    if (w.bytes <= room) {
+      room -= w.bytes;
+    } else {
+      w.streamed = true;
+      room = 0;  // smallest first: once one does not fit, none after it does
+    }
+  }
+  for (size_t i = 0; i < m.weights.size(); ++i) {
+    StoredWeight& w = m.weights[i];
+    Kernel& k = *m.steps[static_cast<size_t>(w.step)].kernel;
+    plan.placements.push_back({w.step, w.index, w.bytes, w.streamed});
+    if (w.streamed) {
+      plan.streamed_weight_bytes += w.bytes;
+      m.steps[static_cast<size_t>(w.step)].streamed.push_back(i);
+      continue;
+    }
+    w.resident = allocate_buffer(w.bytes);
+    if (!w.resident) return resource_exhausted("cannot allocate {} bytes for a resident weight", w.bytes);
+    TENET_RETURN_IF_ERROR(m.store->get(w.id, std::span(w.resident.get(), w.bytes)));
+    k.set_owned_weight_data(w.index, w.resident.get());
+    plan.resident_weight_bytes += w.bytes;
+  }
+  for (int i = 0; i < plan.ring_slots; ++i) {
+    m.ring.push_back(allocate_buffer(plan.ring_slot_bytes));
+    if (!m.ring.back()) return resource_exhausted("cannot allocate a ring slot of {} bytes", plan.ring_slot_bytes);
+  }
+  plan.planned_peak_bytes = plan.arena_bytes + plan.scratchpad_bytes + plan.constant_bytes + plan.resident_weight_bytes +
+                            plan.ring_slot_bytes * static_cast<uint64_t>(plan.ring_slots);
+  return ok_status();
 }
 
 void CompiledModel::wipe_activations() {
@@ -521,6 +663,16 @@ Status CompiledModel::run_steps(std::span<const ConstTensorView> inputs, std::ve
   omp_set_num_threads(threads_);
   for (size_t i = 0; i < m.steps.size(); ++i) {
     const auto start = step_ms ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+    for (size_t w : m.steps[i].streamed) {
+      // Load this step's streamed weights into the next ring slots (a step never needs more
+      // weights at once than the ring has slots: plan_streaming sized it so).
+      const StoredWeight& sw = m.weights[w];
+      std::byte* slot = m.ring[m.ring_next].get();
+      m.ring_next = (m.ring_next + 1) % m.ring.size();
+      Status ls = m.store->get(sw.id, std::span(slot, sw.bytes));
+      if (!ls.ok()) return ls.with_context(fmt::format("loading the weights of step {} ({})", i, step_info_[i].node));
+      m.steps[i].kernel->set_owned_weight_data(sw.index, slot);
+    }
     Status s = m.steps[i].kernel->execute(m.stream);
     if (!s.ok()) return s.with_context(fmt::format("step {} ({})", i, step_info_[i].node));
     if (step_ms) {
@@ -539,12 +691,36 @@ Status CompiledModel::run_steps(std::span<const ConstTensorView> inputs, std::ve
   return ok_status();
 }
 
+Result<std::unique_ptr<CompiledModel>> compile_model(ir::Graph&& imported, const std::map<std::string, Shape>& input_shapes,
+                                                     const CompileOptions& options, passes::PassStats* stats) {
+  ir::Graph g = std::move(imported);
+  passes::PassStats local;
+  passes::PassStats& st = stats ? *stats : local;
+  TENET_RETURN_IF_ERROR(passes::prepare_graph(g, input_shapes, options.optimize, st));
+  int tiled = 0;
+  if (options.streaming.store) {
+    // Tiling only matters when weights will stream: when they all fit beside a ring, every one
+    // stays resident and tiles would only add steps.
+    uint64_t weights = 0;
+    for (const ir::Value& v : g.values) weights += v.is_constant() ? v.constant.size_bytes() : 0;
+    const uint64_t slot = ring_slot_target_bytes(options.streaming.budget_bytes, options.streaming.ring_slots);
+    if (weights + slot * static_cast<uint64_t>(options.streaming.ring_slots) > options.streaming.budget_bytes) {
+      TENET_ASSIGN_OR_RETURN(tiled, passes::tile_linear_outputs(g, slot));
+    }
+  }
+  TENET_ASSIGN_OR_RETURN(auto model, CompiledModel::compile(std::move(g), options));
+  model->streaming_plan_.tiled_layers = tiled;
+  return model;
+}
+
 Result<std::unique_ptr<CompiledModel>> compile_model(const ir::Graph& imported, const std::map<std::string, Shape>& input_shapes,
                                                      const CompileOptions& options, passes::PassStats* stats) {
   ir::Graph g = imported;
-  passes::PassStats local;
-  TENET_RETURN_IF_ERROR(passes::prepare_graph(g, input_shapes, options.optimize, stats ? *stats : local));
-  return CompiledModel::compile(std::move(g), options);
+  return compile_model(std::move(g), input_shapes, options, stats);
+}
+
+uint64_t ring_slot_target_bytes(uint64_t budget_bytes, int ring_slots) {
+  return budget_bytes / 4 / static_cast<uint64_t>(std::max(ring_slots, 1));
 }
 
 }  // namespace tenet::cpu

@@ -16,6 +16,7 @@
 #include "core/status.h"
 #include "core/tensor.h"
 #include "engine/cpu/kernel.h"
+#include "engine/cpu/weight_streaming.h"
 #include "engine/ir/graph.h"
 #include "engine/passes/shape_inference.h"
 #include "engine/plan/arena_planner.h"
@@ -32,6 +33,8 @@ struct CompileOptions {
   // Tried before the built-in kernels for every node; returns nullptr to decline. Hybrid mode
   // (src/hybrid) puts its outsourced linear layers here.
   std::function<Result<std::unique_ptr<Kernel>>(KernelInputs&)> kernel_override;
+  // Memory-bounded execution (weight_streaming.h); off unless a store is set.
+  StreamingOptions streaming;
 };
 
 struct TensorInfo {
@@ -77,12 +80,17 @@ class CompiledModel {
   const std::vector<StepInfo>& steps() const { return step_info_; }
   size_t scratchpad_bytes() const { return scratchpad_bytes_; }
   size_t weight_bytes() const { return weight_bytes_; }
+  // With CompileOptions::streaming: what stays resident, what is loaded per run, the ring.
+  const StreamingPlan& streaming_plan() const { return streaming_plan_; }
   int threads() const { return threads_; }
   const ir::Graph& graph() const;
 
  private:
   CompiledModel();
   Status run_steps(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs, std::vector<double>* step_ms);
+  Status plan_streaming(const StreamingOptions& options);
+  friend Result<std::unique_ptr<CompiledModel>> compile_model(ir::Graph&&, const std::map<std::string, Shape>&,
+                                                              const CompileOptions&, passes::PassStats*);
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::vector<TensorInfo> inputs_, outputs_;
@@ -91,12 +99,20 @@ class CompiledModel {
   std::vector<StepInfo> step_info_;
   size_t scratchpad_bytes_ = 0;
   size_t weight_bytes_ = 0;
+  StreamingPlan streaming_plan_;
   int threads_ = 1;
 };
 
 // Import-to-executable in one call: copies `imported`, prepares it for `input_shapes` (inputs not
-// named keep the model's declared shapes) and compiles it. `stats` may be null.
+// named keep the model's declared shapes) and compiles it. `stats` may be null. With streaming,
+// linear layers whose weights exceed a ring slot are tiled first (passes::tile_linear_outputs).
 Result<std::unique_ptr<CompiledModel>> compile_model(const ir::Graph& imported,
+                                                     const std::map<std::string, Shape>& input_shapes,
+                                                     const CompileOptions& options,
+                                                     passes::PassStats* stats = nullptr);
+// The same, consuming the graph: with streaming, weights that no kernel reads at run time are
+// then freed during compilation instead of staying alive in the caller's copy.
+Result<std::unique_ptr<CompiledModel>> compile_model(ir::Graph&& imported,
                                                      const std::map<std::string, Shape>& input_shapes,
                                                      const CompileOptions& options,
                                                      passes::PassStats* stats = nullptr);

@@ -85,6 +85,23 @@ class DnnlKernel : public Kernel {
   }
   dnnl::engine& engine() { return engine_; }
 
+  size_t owned_weight_count() const override { return owned_.size(); }
+  std::span<std::byte> owned_weight(size_t i) override {
+    return {static_cast<std::byte*>(owned_[i].get_data_handle()), owned_[i].get_desc().get_size()};
+  }
+  // owned_[i] and the copy in args_ share one oneDNN memory object, so the new handle is seen
+  // by the next execute().
+  void set_owned_weight_data(size_t i, void* data) override { owned_[i].set_data_handle(data); }
+  void release_owned_weight(size_t i) override {
+    owned_storage_[i].reset();
+    owned_[i].set_data_handle(nullptr);
+  }
+  bool reads_input(size_t i) const override {
+    return std::any_of(bindings_.begin(), bindings_.end(), [&](const ArgBinding& b) {
+      return b.source == ArgBinding::Source::kInput && static_cast<size_t>(b.index) == i;
+    });
+  }
+
  private:
   const char* name_;
   dnnl::engine engine_;

@@ -65,6 +65,20 @@ class Kernel {
   virtual Status bind(std::span<void* const> inputs, std::span<void* const> outputs, void* scratchpad) = 0;
   virtual Status execute(dnnl::stream& stream) = 0;
 
+  // Weight streaming (weight_streaming.h): the constant buffers the kernel owns (weights
+  // reordered into its layout, biases), which a memory-bounded model may move out of enclave
+  // memory between runs and bring back into a ring slot just before execute().
+  virtual size_t owned_weight_count() const { return 0; }
+  virtual std::span<std::byte> owned_weight(size_t i) { return {}; }
+  // Points owned weight i at `data` (same size and layout) for the following execute() calls.
+  virtual void set_owned_weight_data(size_t i, void* data) {}
+  // Drops the kernel's own storage of weight i (after a copy was taken); set_owned_weight_data
+  // must be called before the next execute().
+  virtual void release_owned_weight(size_t i) {}
+  // False when execute() never reads node input i through the bound address (it uses its own
+  // copy): a constant input the kernel copied need not stay in memory.
+  virtual bool reads_input(size_t i) const { return true; }
+
   // Filled by the factory.
   std::vector<Layout> required_inputs;  // per node input; must equal the layout at bind time
   std::vector<Layout> outputs;          // per node output

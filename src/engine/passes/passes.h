@@ -48,4 +48,9 @@ Status fuse_residual_add(ir::Graph& g, PassStats& stats);
 // which would otherwise force a plain-layout copy between oneDNN ops.)
 Status fold_pads(ir::Graph& g, PassStats& stats);
 
+// Gemm / MatMul / FusedMatMul with a constant 2-D weight larger than `max_weight_bytes`: split
+// along the output channels into layers whose weights fit, joined by a Concat on the last axis
+// (tiling.cc; for weight streaming). Returns the number of layers split.
+Result<int> tile_linear_outputs(ir::Graph& g, uint64_t max_weight_bytes);
+
 }  // namespace tenet::passes

@@ -1,0 +1,64 @@
+// Streamed weights at rest in untrusted memory (weight streaming, src/engine/cpu/
+// weight_streaming.h): what TEESlice calls untrusted memory used as an encrypted cache, and what
+// Vessels' on-demand parameter loading reads from.
+//
+// Each entry is cut into chunks of kChunkBytes, each sealed with AES-256-GCM under a key drawn
+// inside the enclave when the store is made (it never leaves the enclave and dies with it). The
+// IV is (entry, chunk) — unique because entries are written once and never rewritten — and the
+// AAD binds the store's random id, the entry, the chunk, and the entry's size, so the host can
+// neither alter a chunk nor swap chunks within or across entries or stores without the load
+// failing (kDataLoss, naming the entry and chunk). The ciphertext lives in ordinary process
+// memory, outside the enclave heap: it costs no EPC.
+//
+// Loading (get) copies a chunk's ciphertext into its place in the destination (enclave memory)
+// before decrypting it there, so the bytes that are authenticated are the bytes that are
+// decrypted even if the host rewrites the untrusted copy concurrently (no double fetch). Chunks
+// load in parallel on the calling thread's OpenMP team; chunks are small enough to stay in L2
+// between the copy and the decryption.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "core/status.h"
+#include "engine/cpu/weight_streaming.h"
+
+namespace tenet::epc {
+
+class SealedWeightStore final : public cpu::WeightStore {
+ public:
+  static constexpr size_t kChunkBytes = 256 * 1024;
+
+  static Result<std::shared_ptr<SealedWeightStore>> create();
+  ~SealedWeightStore() override;
+
+  Result<uint32_t> put(std::span<const std::byte> data) override;
+  Status get(uint32_t id, std::span<std::byte> dst) override;
+  uint64_t stored_bytes() const override;
+  std::string describe() const override;
+
+  // The untrusted copy of an entry (chunks of ciphertext || tag, back to back), as the host sees
+  // it and may tamper with it. For tests.
+  std::span<uint8_t> untrusted_entry(uint32_t id);
+  uint64_t bytes_decrypted() const;
+
+ private:
+  SealedWeightStore() = default;
+  struct Entry {
+    uint64_t size = 0;
+    std::vector<uint8_t> sealed;  // untrusted: per chunk, ciphertext then tag
+  };
+  std::array<uint8_t, 32> key_{};
+  std::array<uint8_t, 16> store_id_{};
+  mutable std::mutex mu_;  // guards entries_ (the vector, not the sealed bytes)
+  std::vector<std::unique_ptr<Entry>> entries_;
+  uint64_t stored_bytes_ = 0;
+  std::atomic<uint64_t> bytes_decrypted_{0};
+};
+
+}  // namespace tenet::epc

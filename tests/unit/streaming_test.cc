@@ -1,0 +1,163 @@
+// Weight streaming (engine/cpu/weight_streaming.h) and output-channel tiling
+// (passes::tile_linear_outputs): a model compiled under a memory budget gives bitwise the same
+// outputs as the unbounded one, keeps within its plan, and refuses budgets it cannot meet.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "engine/cpu/compiled_model.h"
+#include "engine/onnx/importer.h"
+#include "engine/passes/passes.h"
+#include "model_builder.h"
+
+namespace tenet {
+namespace {
+
+using testing::ModelBuilder;
+
+// conv(3->64, 3x3) + relu -> conv(64->64) -> global pool -> flatten -> fc(64->4096, transB) + relu
+// -> fc(4096 -> 1000, no transB, MatMul) : weights 0.007 + 0.15 + 1.0 + 16.4 MB.
+std::string model_bytes() {
+  ModelBuilder b;
+  b.input("x", {1, 3, 16, 16});
+  b.random_initializer("w1", {64, 3, 3, 3}, 0.2f);
+  b.random_initializer("b1", {64}, 0.1f);
+  b.random_initializer("w2", {64, 64, 3, 3}, 0.05f);
+  b.random_initializer("w3", {4096, 64}, 0.1f);
+  b.random_initializer("b3", {4096}, 0.1f);
+  b.random_initializer("w4", {4096, 1000}, 0.02f);
+  auto& c1 = b.node("Conv", {"x", "w1", "b1"}, {"c1"});
+  ModelBuilder::attr(c1, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("Relu", {"c1"}, {"r1"});
+  auto& c2 = b.node("Conv", {"r1", "w2"}, {"c2"});
+  ModelBuilder::attr(c2, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("GlobalAveragePool", {"c2"}, {"p"});
+  b.node("Flatten", {"p"}, {"f"});
+  auto& g = b.node("Gemm", {"f", "w3", "b3"}, {"fc1"});
+  ModelBuilder::attr(g, "transB", int64_t{1});
+  b.node("Relu", {"fc1"}, {"r3"});
+  b.node("MatMul", {"r3", "w4"}, {"y"});
+  b.output("y");
+  return b.bytes();
+}
+
+ir::Graph import(const std::string& bytes) {
+  auto g = onnx_import::import_model_bytes(std::span(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()));
+  EXPECT_TRUE(g.ok()) << g.status().to_string();
+  return std::move(g).value();
+}
+
+std::vector<float> run(cpu::CompiledModel& m) {
+  const auto values = testing::random_values(3 * 16 * 16, 7);
+  Tensor x = Tensor::from_vector<float>({1, 3, 16, 16}, values);
+  std::vector<ConstTensorView> in{x.view()};
+  std::vector<Tensor> out;
+  Status s = m.run(in, out);
+  EXPECT_TRUE(s.ok()) << s.to_string();
+  if (!s.ok()) return {};
+  return std::vector<float>(out[0].as<float>(), out[0].as<float>() + out[0].numel());
+}
+
+TEST(Streaming, BitwiseEqualUnderABudgetAndWithinThePlan) {
+  const std::string bytes = model_bytes();
+  cpu::CompileOptions plain;
+  plain.threads = 2;
+  auto full = cpu::compile_model(import(bytes), {}, plain);
+  ASSERT_TRUE(full.ok()) << full.status().to_string();
+  const std::vector<float> want = run(**full);
+  ASSERT_FALSE(want.empty());
+
+  for (uint64_t budget : {uint64_t{64} << 20, uint64_t{12} << 20, uint64_t{6} << 20}) {
+    SCOPED_TRACE(budget);
+    cpu::CompileOptions o = plain;
+    auto store = cpu::make_plain_weight_store();
+    o.streaming.store = store;
+    o.streaming.budget_bytes = budget;
+    auto m = cpu::compile_model(import(bytes), {}, o);
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    const cpu::StreamingPlan& p = (*m)->streaming_plan();
+    EXPECT_TRUE(p.enabled);
+    EXPECT_LE(p.planned_peak_bytes, budget);
+    EXPECT_EQ(p.planned_peak_bytes, p.arena_bytes + p.scratchpad_bytes + p.constant_bytes + p.resident_weight_bytes +
+                                        p.ring_slot_bytes * static_cast<uint64_t>(p.ring_slots));
+    if (budget == (uint64_t{64} << 20)) {
+      EXPECT_EQ(p.streamed_weight_bytes, 0u);  // everything fits: nothing is loaded per run
+      EXPECT_EQ(p.tiled_layers, 0);            // 16 MB per slot: no layer is larger
+    } else {
+      EXPECT_GT(p.streamed_weight_bytes, 0u);
+      EXPECT_GT(p.tiled_layers, 0);  // the 16.4 MB MatMul exceeds a slot of budget/8
+      // Tiles aim at the target; a kernel's blocked layout may pad a tile a little beyond it.
+      EXPECT_LE(p.ring_slot_bytes, 2 * cpu::ring_slot_target_bytes(budget, o.streaming.ring_slots));
+    }
+    for (int rep = 0; rep < 2; ++rep) EXPECT_EQ(run(**m), want);  // bitwise, and again (ring reuse)
+  }
+}
+
+TEST(Streaming, RefusesABudgetBelowTheArena) {
+  cpu::CompileOptions o;
+  o.threads = 1;
+  o.streaming.store = cpu::make_plain_weight_store();
+  o.streaming.budget_bytes = 64 * 1024;
+  auto m = cpu::compile_model(import(model_bytes()), {}, o);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(m.status().message().find("budget"), std::string::npos) << m.status().message();
+}
+
+// A store that hands back other bytes than it was given: the model must not run on them silently.
+class FailingStore final : public cpu::WeightStore {
+ public:
+  Result<uint32_t> put(std::span<const std::byte> data) override { return inner_->put(data); }
+  Status get(uint32_t id, std::span<std::byte> dst) override {
+    if (fail_) return data_loss("entry {} failed authentication", id);
+    return inner_->get(id, dst);
+  }
+  uint64_t stored_bytes() const override { return inner_->stored_bytes(); }
+  std::string describe() const override { return "failing"; }
+  bool fail_ = false;
+
+ private:
+  std::shared_ptr<cpu::WeightStore> inner_ = cpu::make_plain_weight_store();
+};
+
+TEST(Streaming, AStoreFailureFailsTheRunNamingTheStep) {
+  auto store = std::make_shared<FailingStore>();
+  cpu::CompileOptions o;
+  o.threads = 1;
+  o.streaming.store = store;
+  o.streaming.budget_bytes = 6 << 20;
+  auto m = cpu::compile_model(import(model_bytes()), {}, o);
+  ASSERT_TRUE(m.ok()) << m.status().to_string();
+  ASSERT_GT((*m)->streaming_plan().streamed_weight_bytes, 0u);
+  store->fail_ = true;
+  Tensor x = Tensor::from_vector<float>({1, 3, 16, 16}, testing::random_values(3 * 16 * 16, 7));
+  std::vector<ConstTensorView> in{x.view()};
+  std::vector<Tensor> out;
+  Status s = (*m)->run(in, out);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("loading the weights of step"), std::string::npos) << s.message();
+}
+
+TEST(Tiling, SplitsLargeLinearLayersAlongOutputs) {
+  ir::Graph g = import(model_bytes());
+  passes::PassStats stats;
+  ASSERT_TRUE(passes::prepare_graph(g, {}, passes::OptimizeOptions{}, stats).ok());
+  auto tiled = passes::tile_linear_outputs(g, 512 << 10);
+  ASSERT_TRUE(tiled.ok()) << tiled.status().to_string();
+  EXPECT_EQ(*tiled, 2);  // the 1.0 MB Gemm and the 16.4 MB MatMul
+  int concats = 0;
+  for (const ir::Node& n : g.nodes) {
+    if (n.op_type == "Concat") ++concats;
+    if (n.op_type != "Gemm" && n.op_type != "MatMul") continue;
+    const ir::Value& w = g.value(n.inputs[1]);
+    EXPECT_LE(w.constant.size_bytes(), (512u << 10) + 64 * 4096 * 4) << n.name;  // within one 64-column round-up
+    if (n.op_type == "Gemm") EXPECT_EQ(n.post_ops.size(), 1u) << "each tile keeps the fused Relu";
+  }
+  EXPECT_EQ(concats, 2);
+  EXPECT_TRUE(g.validate().ok());
+  EXPECT_FALSE(passes::tile_linear_outputs(g, 0).ok());
+}
+
+}  // namespace
+}  // namespace tenet
