@@ -2,6 +2,7 @@
 //   tenet run MODEL.onnx --input NAME=FILE.npy ... --output-dir DIR [--threads N] [--bench N]
 //   tenet inspect MODEL.onnx [--input-shape NAME=1x3x224x224 ...]
 // Errors go to stderr with a non-zero exit status; `run --bench` ends its stdout with one JSON line.
+#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +25,7 @@
 #include "engine/ops/op.h"
 #include "epc/epc_allocator.h"
 #include "epc/sealed_weight_store.h"
+#include "hybrid/hybrid_cli.h"
 
 namespace {
 
@@ -86,7 +88,38 @@ struct RunArgs {
   std::string enclave;            // "" (plain process) or "sim"
   std::string epc = "93MiB";      // the sim host's EPC budget
   std::string memory = "planned";  // planned | naive
+  // --mode hybrid (src/hybrid): linear layers on an untrusted accelerator, blinded and verified.
+  std::string mode = "tee";
+  std::string accelerator = "cpu";
+  int verify_bits = 40;
+  bool no_verify = false;
+  int pipeline_depth = 1;
+  int masks = -1;
+  bool insecure_plain = false;
 };
+
+int cmd_run_hybrid(const RunArgs& a) {
+  if (a.reference || !a.enclave.empty() || a.memory != "planned") {
+    return fail(tenet::invalid_argument("--mode hybrid does not combine with --reference, --enclave or --memory"));
+  }
+  tenet::hybrid::HybridRunArgs h;
+  h.model = a.model;
+  h.inputs = a.inputs;
+  h.output_dir = a.output_dir;
+  h.threads = a.threads;
+  h.bench = a.bench;
+  h.warmup = a.warmup;
+  h.quiet = a.quiet;
+  h.accelerator = a.accelerator;
+  h.verify_bits = a.no_verify ? 0 : a.verify_bits;
+  h.pipeline_depth = a.pipeline_depth;
+  h.masks = a.masks;
+  h.insecure_plain = a.insecure_plain;
+  auto j = tenet::hybrid::run_hybrid(h);
+  if (!j.ok()) return fail(j.status());
+  std::printf("%s\n", j->dump().c_str());
+  return 0;
+}
 
 // `tenet run --enclave sim`: the model runs inside one sim enclave whose memory (weights, kernel
 // weight copies, activations, scratch) comes from an EPC-accounted, paged heap (src/epc). The
@@ -113,6 +146,7 @@ Result<std::unique_ptr<SimEnclave>> open_sim_enclave(const RunArgs& a) {
 }
 
 int cmd_run(const RunArgs& a) {
+  if (a.mode == "hybrid") return cmd_run_hybrid(a);
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<SimEnclave> enclave;
   if (a.enclave == "sim") {
@@ -268,7 +302,89 @@ struct InspectArgs {
   std::string model;
   std::vector<std::string> shapes;
   bool show_plan = true;
+  std::string epc;  // with a budget: the memory-bounded plan (Vessels) instead of the arena plan
 };
+
+// Measures this machine's sealed-store load rate (decrypt + copy, bytes/s) on `threads` threads.
+double measure_load_rate(int threads) {
+  auto store = tenet::epc::SealedWeightStore::create();
+  if (!store.ok()) return 0;
+  std::vector<std::byte> data(16 << 20, std::byte{1});
+  auto id = (*store)->put(data);
+  if (!id.ok()) return 0;
+  omp_set_num_threads(threads);
+  (void)(*store)->get(*id, data);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 4; ++i) (void)(*store)->get(*id, data);
+  return 4.0 * static_cast<double>(data.size()) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// `tenet inspect --epc BUDGET`: the plan of `tenet run --enclave sim --memory planned` (the same
+// budget rule: the EPC less twice the inputs and 1 MiB) beside what the naive mode would commit.
+int inspect_epc(const InspectArgs& a, tenet::ir::Graph graph, const std::map<std::string, Shape>& shapes) {
+  auto budget = tenet::epc::parse_epc_size(a.epc);
+  if (!budget.ok()) return fail(budget.status());
+  uint64_t io = 0;
+  for (const auto& [name, shape] : shapes) {
+    io += 2 * tenet::align_up(static_cast<size_t>(tenet::numel(shape)) * 4, 4096);
+  }
+  const uint64_t reserve = io + (uint64_t{1} << 20);
+  if (*budget <= reserve) return fail(tenet::invalid_argument("--epc {} leaves no room for the model", a.epc));
+  // What naive mode commits: the imported weights, the kernels' copies, one buffer per activation.
+  uint64_t imported = 0;
+  for (const auto& v : graph.values) imported += v.is_constant() ? v.constant.size_bytes() : 0;
+  tenet::cpu::CompileOptions naive_opts;
+  naive_opts.no_buffer_reuse = true;
+  auto naive = tenet::cpu::compile_model(graph, shapes, naive_opts);
+  if (!naive.ok()) return fail(naive.status());
+  uint64_t naive_weights = 0;
+  for (const auto& st : (*naive)->steps()) naive_weights += st.weight_bytes;
+  const uint64_t naive_acts = (*naive)->arena_plan().peak_bytes;
+  const uint64_t naive_commit = imported + naive_weights + naive_acts + (*naive)->scratchpad_bytes() + io;
+  naive->reset();
+
+  tenet::cpu::CompileOptions o;
+  o.streaming.store = tenet::cpu::make_plain_weight_store();
+  o.streaming.budget_bytes = *budget - reserve;
+  auto model = tenet::cpu::compile_model(std::move(graph), shapes, o);
+  if (!model.ok()) return fail(model.status());
+  const auto& m = **model;
+  const tenet::cpu::StreamingPlan& p = m.streaming_plan();
+  auto mib = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
+  std::printf("model: %s\nEPC budget %s = %.1f MiB; the model's share %.1f MiB (less inputs/outputs and 1 MiB)\n\n", a.model.c_str(),
+              a.epc.c_str(), mib(*budget), mib(p.budget_bytes));
+  std::vector<bool> streamed_step(m.steps().size(), false);
+  for (const auto& pl : p.placements) {
+    if (pl.streamed) streamed_step[static_cast<size_t>(pl.step)] = true;
+  }
+  std::printf("%-5s %-36s %-12s %12s %12s  %s\n", "step", "node", "op", "act. KiB", "weight KiB", "weights");
+  for (size_t i = 0; i < m.steps().size(); ++i) {
+    const auto& s = m.steps()[i];
+    std::string node = s.node.size() > 36 ? "..." + s.node.substr(s.node.size() - 33) : s.node;
+    const char* where = s.weight_bytes == 0 ? "" : streamed_step[i] ? "streamed (ring)" : "resident";
+    std::printf("%-5zu %-36s %-12s %12.1f %12.1f  %s\n", i, node.c_str(), s.op_type.c_str(), s.activation_bytes / 1024.0,
+                s.weight_bytes / 1024.0, where);
+  }
+  const double rate = measure_load_rate(m.threads());
+  std::printf("\nplanned (peak EPC %.1f MiB of %.1f):\n", mib(p.planned_peak_bytes), mib(p.budget_bytes));
+  std::printf("  activation arena   %8.1f MiB (one shared pool)\n", mib(p.arena_bytes));
+  std::printf("  scratchpad         %8.1f MiB\n", mib(p.scratchpad_bytes));
+  std::printf("  resident weights   %8.1f MiB (kept: small first)\n", mib(p.resident_weight_bytes + p.constant_bytes));
+  std::printf("  ring               %8.1f MiB (%d slots x %.1f MiB)\n", mib(p.ring_slot_bytes * static_cast<uint64_t>(p.ring_slots)),
+              p.ring_slots, mib(p.ring_slot_bytes));
+  std::printf("  tiled layers       %8d (linear layers split along outputs to fit a slot)\n", p.tiled_layers);
+  std::printf("  streamed per run   %8.1f MiB -> about %.1f ms of AES-GCM loading at %.1f GB/s (measured here, %d threads)\n",
+              mib(p.streamed_weight_bytes), rate > 0 ? 1e3 * static_cast<double>(p.streamed_weight_bytes) / rate : 0.0, rate / 1e9,
+              m.threads());
+  std::printf("  expected paging    %8s\n", p.planned_peak_bytes <= p.budget_bytes ? "none" : "yes");
+  std::printf("naive (what the baselines commit): %.1f MiB = imported weights %.1f + kernel copies %.1f + activations %.1f "
+              "(one buffer each) + scratchpad and I/O\n",
+              mib(naive_commit), mib(imported), mib(naive_weights), mib(naive_acts));
+  std::printf("  expected paging    %8.1f MiB beyond the budget%s\n", naive_commit > *budget ? mib(naive_commit - *budget) : 0.0,
+              naive_commit > *budget ? " (secure paging on every run)" : "");
+  std::printf("planned peak is %.1f%% below naive\n", naive_commit > 0 ? 100.0 * (1.0 - static_cast<double>(p.planned_peak_bytes + io) / naive_commit) : 0.0);
+  return 0;
+}
 
 int cmd_inspect(const InspectArgs& a) {
   auto graph = tenet::onnx_import::import_model_file(a.model);
@@ -289,6 +405,7 @@ int cmd_inspect(const InspectArgs& a) {
     for (int64_t& d : s) d = d < 0 ? 1 : d;
     shapes[v.name] = s;
   }
+  if (!a.epc.empty()) return inspect_epc(a, std::move(graph).value(), shapes);
   tenet::passes::PassStats stats;
   const size_t imported_nodes = graph->nodes.size();
   auto model = tenet::cpu::compile_model(*graph, shapes, tenet::cpu::CompileOptions{}, &stats);
@@ -354,6 +471,18 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--enclave", run.enclave,
                       "Run inside one enclave: sim (INSECURE; enclave memory is paged against an emulated EPC)")
       ->check(CLI::IsMember({"sim"}));
+  run_cmd->add_option("--mode", run.mode, "tee (default: the whole model in the enclave) or hybrid (linear layers on --accelerator)")
+      ->check(CLI::IsMember({"tee", "hybrid"}));
+  run_cmd->add_option("--accelerator", run.accelerator, "With --mode hybrid: cpu (default), cuda, or unix:PATH (a `tenet accelerator`)");
+  run_cmd->add_option("--verify-bits", run.verify_bits, "With --mode hybrid: Freivalds soundness in bits (default 40)")
+      ->check(CLI::Range(1, 256));
+  run_cmd->add_flag("--no-verify", run.no_verify, "With --mode hybrid: do not verify the accelerator's results (INSECURE)");
+  run_cmd->add_option("--pipeline", run.pipeline_depth, "With --mode hybrid: requests in flight during --bench (default 1)")
+      ->check(CLI::Range(1, 64));
+  run_cmd->add_option("--masks", run.masks, "With --mode hybrid: unblinding terms precomputed per layer (default: warm-up + bench + 1)")
+      ->check(CLI::Range(0, 100000));
+  run_cmd->add_flag("--insecure-plain-accelerator", run.insecure_plain,
+                    "With --mode hybrid: benchmark baseline, linear layers sent to the accelerator unblinded and unverified (INSECURE)");
   run_cmd->add_option("--epc", run.epc, "EPC budget for --enclave sim, e.g. 93MiB (default, SGX1) or 64GiB");
   run_cmd->add_option("--memory", run.memory,
                       "With --enclave: planned (one activation arena, default) or naive (one buffer per activation)")
@@ -363,6 +492,9 @@ int main(int argc, char** argv) {
   CLI::App* inspect_cmd = app.add_subcommand("inspect", "Print a model's compiled nodes, FLOPs, parameter bytes and arena plan");
   inspect_cmd->add_option("model", inspect.model, "ONNX model file")->required()->check(CLI::ExistingFile);
   inspect_cmd->add_option("--input-shape", inspect.shapes, "NAME=1x3x224x224 (dynamic dims default to 1)");
+  inspect_cmd->add_option("--epc", inspect.epc,
+                          "Print the memory-bounded plan for this EPC budget (e.g. 93MiB): per-layer working set, resident or "
+                          "streamed weights, ring, tiles, peak EPC and expected paging, vs naive mode");
 
   std::vector<tenet::cli::Command> commands;
   for (const auto& factory : tenet::cli::registered_commands()) commands.push_back(factory(app));

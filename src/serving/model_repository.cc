@@ -82,6 +82,7 @@ class EngineModel final : public ServedModel {
       }
       return shapes;
     };
+    if (options_.streaming.store) return init_memory_bounded(probe_shapes(1));
     TENET_ASSIGN_OR_RETURN(auto one, compile(probe_shapes(1)));
     const bool inputs_batchable =
         !inputs_.empty() && std::all_of(inputs_.begin(), inputs_.end(), [](const TensorSpec& s) { return !s.shape.empty() && s.shape[0] < 0; });
@@ -137,6 +138,32 @@ class EngineModel final : public ServedModel {
     return ok_status();
   }
 
+  // Under an EPC budget (EngineModelOptions::streaming): one instance, compiled once for batch 1
+  // (variable dims bound to 1), weights streamed; the imported graph is handed to the compiler so
+  // that its weights leave enclave memory. Requests must then have exactly these shapes.
+  Status init_memory_bounded(const std::map<std::string, Shape>& shapes) {
+    cpu::CompileOptions co;
+    co.threads = options_.threads;
+    co.streaming = options_.streaming;
+    TENET_ASSIGN_OR_RETURN(auto one, cpu::compile_model(std::move(graph_), shapes, co));
+    graph_consumed_ = true;
+    for (size_t i = 0; i < inputs_.size(); ++i) inputs_[i].shape = one->inputs()[i].shape;
+    for (const cpu::TensorInfo& o : one->outputs()) {
+      if (kserve_datatype(o.dtype)[0] == '\0') {
+        return unimplemented("model '{}': output '{}' has dtype {}, which has no KServe datatype", name_, o.name, dtype_name(o.dtype));
+      }
+      outputs_.push_back(TensorSpec{o.name, o.dtype, o.shape});
+    }
+    streaming_plan_ = one->streaming_plan();
+    max_batch_size_ = 0;
+    Key key = shapes_key(one->inputs());
+    cache_put(std::move(key), std::move(one));
+    worker_ = std::thread([this] { run_loop(); });
+    ready_ = true;
+    return ok_status();
+  }
+
+  const cpu::StreamingPlan* streaming_plan() const override { return streaming_plan_.enabled ? &streaming_plan_ : nullptr; }
   const std::string& name() const override { return name_; }
   const std::string& version() const override { return options_.version; }
   const std::string& platform() const override {
@@ -211,6 +238,9 @@ class EngineModel final : public ServedModel {
   }
 
   Result<std::unique_ptr<cpu::CompiledModel>> compile(const std::map<std::string, Shape>& shapes) {
+    if (graph_consumed_) {
+      return failed_precondition("model '{}' runs under an EPC budget, compiled for its load-time shapes only", name_);
+    }
     cpu::CompileOptions co;
     co.threads = options_.threads;
     return cpu::compile_model(graph_, shapes, co);
@@ -443,7 +473,9 @@ class EngineModel final : public ServedModel {
   };
 
   const std::string name_;
-  const ir::Graph graph_;
+  ir::Graph graph_;  // consumed by init_memory_bounded()
+  bool graph_consumed_ = false;
+  cpu::StreamingPlan streaming_plan_;
   const EngineModelOptions options_;
   std::vector<TensorSpec> inputs_, outputs_;
   int max_batch_size_ = 0;

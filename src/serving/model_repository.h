@@ -36,6 +36,7 @@
 
 #include "core/status.h"
 #include "core/tensor.h"
+#include "engine/cpu/weight_streaming.h"
 #include "engine/ir/graph.h"
 
 namespace tenet::serving {
@@ -86,6 +87,8 @@ class ServedModel {
   // kInternal. Returned outputs are in the order of outputs().
   virtual Result<std::vector<Tensor>> infer(std::vector<Tensor> inputs) = 0;
   virtual ModelStats stats() const = 0;
+  // The weight-streaming plan of a memory-bounded model (EngineModelOptions::streaming), or null.
+  virtual const cpu::StreamingPlan* streaming_plan() const { return nullptr; }
 };
 
 // Checks a request's tensors against a model's specs: count, dtype, rank, fixed dims, one common
@@ -100,6 +103,9 @@ struct EngineModelOptions {
   size_t max_queue_requests = 64;     // queue bound; beyond it infer() fails with kResourceExhausted
   int threads = 0;                    // engine threads per run (0: all cores)
   size_t max_compiled_instances = 8;  // LRU bound on compiled shapes
+  // Memory-bounded (Vessels' planned mode): with a store set, the model is compiled once, for
+  // batch 1, with its weights streamed within streaming.budget_bytes; no batching, fixed shapes.
+  cpu::StreamingOptions streaming;
 };
 
 // Builds an engine-backed model from an imported graph (e.g. decrypted from a sealed package).

@@ -240,7 +240,7 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     if (view) {
       m.slots[static_cast<size_t>(out)].root = slot;
     } else {
-      add_step(std::move(k), {slot}, {out}, StepInfo{"reorder " + name, "Reorder", "dnnl_reorder", want.describe(), "", 0});
+      add_step(std::move(k), {slot}, {out}, StepInfo{"reorder " + name, "Reorder", "dnnl_reorder", want.describe(), "", 0, 0, 0});
     }
     converted[{slot, key}] = out;
     return out;
@@ -412,7 +412,7 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
         // A plain reorder with identical layouts is a copy.
         TENET_ASSIGN_OR_RETURN(std::unique_ptr<Kernel> copy, make_reorder_kernel(l, l, m.engine));
         int tmp = new_slot(l, m.slots[static_cast<size_t>(src)].name + "@copy", m.slots[static_cast<size_t>(src)].value);
-        add_step(std::move(copy), {src}, {tmp}, StepInfo{"copy " + m.slots[static_cast<size_t>(src)].name, "Copy", "dnnl_reorder", l.describe(), "", 0});
+        add_step(std::move(copy), {src}, {tmp}, StepInfo{"copy " + m.slots[static_cast<size_t>(src)].name, "Copy", "dnnl_reorder", l.describe(), "", 0, 0, 0});
         src = tmp;
         ins[static_cast<size_t>(k)] = tmp;
       }
@@ -420,7 +420,7 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     }
     StepInfo info{node.name, node.op_type, kernel->name(),
                   kernel->outputs.empty() ? "" : kernel->outputs[0].describe(), post_ops_string(node.post_ops),
-                  node_flops(g, node)};
+                  node_flops(g, node), 0, 0};
     add_step(std::move(kernel), std::move(ins), std::move(outs), std::move(info));
     if (options.streaming.store) {
       // Move the kernel's large weights out now, so that its copies never accumulate.
@@ -524,6 +524,15 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     for (int s : st.in_slots) ins.push_back(address(s));
     for (int s : st.out_slots) outs.push_back(address(s));
     TENET_RETURN_IF_ERROR(st.kernel->bind(ins, outs, m.scratchpad));
+  }
+  for (size_t i = 0; i < m.steps.size(); ++i) {
+    StepInfo& info = model->step_info_[i];
+    for (const std::vector<int>* slots : {&m.steps[i].in_slots, &m.steps[i].out_slots}) {
+      for (int s : *slots) {
+        if (s >= 0 && !m.slots[static_cast<size_t>(s)].constant) info.activation_bytes += m.slots[static_cast<size_t>(s)].layout.size_bytes();
+      }
+    }
+    for (size_t w = 0; w < m.steps[i].kernel->owned_weight_count(); ++w) info.weight_bytes += m.steps[i].kernel->owned_weight(w).size();
   }
   if (options.streaming.store) TENET_RETURN_IF_ERROR(model->plan_streaming(options.streaming));
   return model;

@@ -51,6 +51,8 @@ struct StepInfo {
   std::string output_layout;
   std::string post_ops;  // "sum+relu"
   int64_t flops = 0;
+  uint64_t activation_bytes = 0;  // its inputs and outputs that live in the arena
+  uint64_t weight_bytes = 0;      // the weights its kernel owns (reordered copies)
 };
 
 class CompiledModel {
