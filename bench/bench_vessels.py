@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""Vessels' table on this machine (issue 4): each model in one sim enclave (INSECURE) at an EPC
-budget, naive memory (one buffer per activation) vs planned (one shared arena), against the plain
-engine outside any enclave. Prints enclave memory allocated, peak EPC, page faults, evictions and
-p50 latency. Same binary, same inputs, same threads, one run after another.
+"""Vessels' single-prediction table on this machine (issue 4): each model in one sim enclave
+(INSECURE: no hardware) at an EPC budget, naive memory (all weights loaded, kernel copies, one
+buffer per activation: the baselines) vs planned (one shared arena, weights streamed from sealed
+untrusted memory into a bounded ring, large linear layers tiled), against the plain engine outside
+any enclave. Same binary, inputs and threads, one run after another.
 
-    .venv/bin/python bench/bench_vessels.py --models resnet50 alexnet --epc 93MiB --runs 3
+Columns: peak EPC = enclave memory committed at the peak of the runs after the first (what it needs
+resident never to page; Vessels' "peak EPC"); faults / evictions = secure paging during those
+runs; load peak = the same during loading (import, compile) and the first run.
+
+    .venv/bin/python bench/bench_vessels.py --models resnet50 vgg16 --epc 93MiB --runs 5
 """
 from __future__ import annotations
 
@@ -44,24 +49,35 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tenet", default=str(REPO / "build" / "tenet"))
     args = ap.parse_args()
-    print(f"sim enclave (INSECURE), EPC budget {args.epc}, {args.threads} threads, p50 of {args.runs} runs")
-    print("| model | mode | enclave MiB allocated | peak EPC MiB | page faults | evictions | p50 ms | vs plain |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"sim enclave (INSECURE), EPC budget {args.epc}, {args.threads} threads, p50 of {args.runs} runs after 1 warm-up")
+    print("| model | mode | peak EPC MiB | load peak MiB | faults | evictions | streamed MiB/run | p50 ms | vs plain |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    summary = []
     for name in args.models:
         ref = export_models.ensure_reference(name, 1)
         plain = run(args.tenet, ref, args.runs, args.threads, [])
-        rows = [("plain engine", plain)]
+        rows = {"plain engine": plain}
         for mode in ("naive", "planned"):
-            rows.append((mode, run(args.tenet, ref, args.runs, args.threads,
-                                   ["--enclave", "sim", "--epc", args.epc, "--memory", mode])))
-        for mode, r in rows:
+            rows[mode] = run(args.tenet, ref, args.runs, args.threads, ["--enclave", "sim", "--epc", args.epc, "--memory", mode])
+        for mode, r in rows.items():
             if "error" in r:
                 print(f"| {name} | {mode} | error: {r['error']} |")
                 continue
             ratio = r["latency_ms_p50"] / plain["latency_ms_p50"] if "latency_ms_p50" in plain else float("nan")
-            print(f"| {name} | {mode} | {mib(r.get('allocated_bytes'))} | {mib(r.get('peak_epc_bytes'))} | "
-                  f"{r.get('page_faults', '-')} | {r.get('evictions', '-')} | {r['latency_ms_p50']:.1f} | {ratio:.1f}x |")
+            streamed = r.get("streaming", {}).get("streamed_weight_bytes")
+            print(f"| {name} | {mode} | {mib(r.get('peak_epc_bytes'))} | {mib(r.get('load', {}).get('peak_epc_bytes'))} | "
+                  f"{r.get('page_faults', '-')} | {r.get('evictions', '-')} | {mib(streamed)} | {r['latency_ms_p50']:.1f} | "
+                  f"{ratio:.2f}x |")
+        if all("error" not in r for r in rows.values()):
+            n, p = rows["naive"], rows["planned"]
+            summary.append((name, 100.0 * (1 - p["peak_epc_bytes"] / n["peak_epc_bytes"]), n["evictions"], p["evictions"],
+                            p["latency_ms_p50"] / plain["latency_ms_p50"], n["latency_ms_p50"] / plain["latency_ms_p50"]))
         sys.stdout.flush()
+    print()
+    print("| model | peak EPC reduction (planned vs naive) | evictions naive -> planned | planned / plain | naive / plain |")
+    print("|---|---|---|---|---|")
+    for name, red, ne, pe, pr, nr in summary:
+        print(f"| {name} | {red:.1f}% | {ne} -> {pe} | {pr:.2f}x | {nr:.1f}x |")
 
 
 if __name__ == "__main__":
