@@ -3,6 +3,7 @@
 // outputs as the unbounded one, keeps within its plan, and refuses budgets it cannot meet.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 
 #include "engine/cpu/compiled_model.h"
@@ -58,7 +59,9 @@ std::vector<float> run(cpu::CompiledModel& m) {
   return std::vector<float>(out[0].as<float>(), out[0].as<float>() + out[0].numel());
 }
 
-TEST(Streaming, BitwiseEqualUnderABudgetAndWithinThePlan) {
+class StreamingTest : public ::testing::TestWithParam<cpu::StreamingOptions::Prefetch> {};
+
+TEST_P(StreamingTest, BitwiseEqualUnderABudgetAndWithinThePlan) {
   const std::string bytes = model_bytes();
   cpu::CompileOptions plain;
   plain.threads = 2;
@@ -73,6 +76,7 @@ TEST(Streaming, BitwiseEqualUnderABudgetAndWithinThePlan) {
     auto store = cpu::make_plain_weight_store();
     o.streaming.store = store;
     o.streaming.budget_bytes = budget;
+    o.streaming.prefetch = GetParam();
     auto m = cpu::compile_model(import(bytes), {}, o);
     ASSERT_TRUE(m.ok()) << m.status().to_string();
     const cpu::StreamingPlan& p = (*m)->streaming_plan();
@@ -89,7 +93,8 @@ TEST(Streaming, BitwiseEqualUnderABudgetAndWithinThePlan) {
       // Tiles aim at the target; a kernel's blocked layout may pad a tile a little beyond it.
       EXPECT_LE(p.ring_slot_bytes, 2 * cpu::ring_slot_target_bytes(budget, o.streaming.ring_slots));
     }
-    for (int rep = 0; rep < 2; ++rep) EXPECT_EQ(run(**m), want);  // bitwise, and again (ring reuse)
+    if (p.streamed_weight_bytes > 0) EXPECT_EQ(p.background_loading, GetParam() == cpu::StreamingOptions::Prefetch::kBackground);
+    for (int rep = 0; rep < 3; ++rep) EXPECT_EQ(run(**m), want);  // bitwise, and again (ring reuse)
   }
 }
 
@@ -114,16 +119,17 @@ class FailingStore final : public cpu::WeightStore {
   }
   uint64_t stored_bytes() const override { return inner_->stored_bytes(); }
   std::string describe() const override { return "failing"; }
-  bool fail_ = false;
+  std::atomic<bool> fail_{false};
 
  private:
   std::shared_ptr<cpu::WeightStore> inner_ = cpu::make_plain_weight_store();
 };
 
-TEST(Streaming, AStoreFailureFailsTheRunNamingTheStep) {
+TEST_P(StreamingTest, AStoreFailureFailsTheRunNamingTheStep) {
   auto store = std::make_shared<FailingStore>();
   cpu::CompileOptions o;
   o.threads = 1;
+  o.streaming.prefetch = GetParam();
   o.streaming.store = store;
   o.streaming.budget_bytes = 6 << 20;
   auto m = cpu::compile_model(import(model_bytes()), {}, o);
@@ -137,7 +143,15 @@ TEST(Streaming, AStoreFailureFailsTheRunNamingTheStep) {
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.code(), StatusCode::kDataLoss);
   EXPECT_NE(s.message().find("loading the weights of step"), std::string::npos) << s.message();
+  store->fail_ = false;  // the next run starts clean
+  EXPECT_TRUE((*m)->run(in, out).ok());
 }
+
+INSTANTIATE_TEST_SUITE_P(Prefetch, StreamingTest,
+                         ::testing::Values(cpu::StreamingOptions::Prefetch::kInline, cpu::StreamingOptions::Prefetch::kBackground),
+                         [](const auto& info) {
+                           return info.param == cpu::StreamingOptions::Prefetch::kInline ? std::string("Inline") : std::string("Background");
+                         });
 
 TEST(Tiling, SplitsLargeLinearLayersAlongOutputs) {
   ir::Graph g = import(model_bytes());

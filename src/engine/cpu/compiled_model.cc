@@ -8,7 +8,10 @@
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
+#include <thread>
 
 #include "core/safe_math.h"
 #include "engine/cpu/kernel.h"
@@ -48,6 +51,109 @@ struct StoredWeight {
   std::shared_ptr<std::byte[]> resident;  // when loaded back to stay
 };
 
+// Brings a run's streamed weights into the ring in execution order (weight_streaming.h). Entry j
+// of the run goes to slot j mod D; the step that needs it acquires it and releases it after
+// executing. In the background mode a loader thread works ahead of the steps, up to D entries,
+// so that decryption overlaps computation (on machines with a core to spare beside the compute
+// threads); inline, acquire() loads the entry itself, decrypting on the compute threads.
+class RingLoader {
+ public:
+  struct Entry {
+    uint32_t id;
+    uint64_t bytes;
+  };
+  RingLoader(WeightStore& store, std::vector<std::shared_ptr<std::byte[]>>& ring, std::vector<Entry> schedule, bool background)
+      : store_(store), ring_(ring), schedule_(std::move(schedule)) {
+    if (background && !schedule_.empty()) thread_ = std::thread([this] { loop(); });
+  }
+  ~RingLoader() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard lock(mu_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  bool background() const { return thread_.joinable(); }
+
+  void begin_run() {
+    if (!background()) return;
+    std::lock_guard lock(mu_);
+    loaded_ = released_ = 0;
+    failure_ = Status();
+    cancel_ = false;
+    ++run_;
+    cv_.notify_all();
+  }
+  // Slot holding entry j once it is loaded.
+  Result<std::byte*> acquire(size_t j) {
+    std::byte* slot = ring_[j % ring_.size()].get();
+    if (!background()) {
+      TENET_RETURN_IF_ERROR(store_.get(schedule_[j].id, std::span(slot, schedule_[j].bytes)));
+      return slot;
+    }
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return loaded_ > j || !failure_.ok(); });
+    if (loaded_ <= j) return failure_;
+    return slot;
+  }
+  void release(size_t j) {
+    if (!background()) return;
+    std::lock_guard lock(mu_);
+    released_ = j + 1;
+    cv_.notify_all();
+  }
+  // Waits until the loader is idle (after a complete run, or cancelling an aborted one).
+  void end_run() {
+    if (!background()) return;
+    std::unique_lock lock(mu_);
+    cancel_ = true;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return idle_run_ == run_; });
+  }
+
+ private:
+  void loop() {
+    omp_set_num_threads(1);  // one core beside the compute threads
+    uint64_t seen = 0;
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return quit_ || run_ != seen; });
+      if (quit_) return;
+      seen = run_;
+      for (size_t j = 0; j < schedule_.size(); ++j) {
+        cv_.wait(lock, [&] { return quit_ || cancel_ || j < released_ + ring_.size(); });
+        if (quit_) return;
+        if (cancel_) break;
+        lock.unlock();
+        Status s = store_.get(schedule_[j].id, std::span(ring_[j % ring_.size()].get(), schedule_[j].bytes));
+        lock.lock();
+        if (!s.ok()) {
+          failure_ = s;
+          cv_.notify_all();
+          break;
+        }
+        loaded_ = j + 1;
+        cv_.notify_all();
+      }
+      idle_run_ = seen;
+      cv_.notify_all();
+    }
+  }
+
+  WeightStore& store_;
+  std::vector<std::shared_ptr<std::byte[]>>& ring_;
+  const std::vector<Entry> schedule_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t run_ = 0, idle_run_ = 0;
+  size_t loaded_ = 0, released_ = 0;
+  bool cancel_ = false, quit_ = false;
+  Status failure_;
+};
+
 struct CompiledModel::Impl {
   ir::Graph graph;
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
@@ -67,7 +173,8 @@ struct CompiledModel::Impl {
   std::shared_ptr<WeightStore> store;
   std::vector<StoredWeight> weights;
   std::vector<std::shared_ptr<std::byte[]>> ring;
-  size_t ring_next = 0;
+  std::vector<std::pair<size_t, size_t>> step_schedule;  // per step: [first, last) entries of the run's schedule
+  std::unique_ptr<RingLoader> loader;
 };
 
 CompiledModel::CompiledModel() : impl_(std::make_unique<Impl>()) {}
@@ -634,6 +741,15 @@ Status CompiledModel::plan_streaming(const StreamingOptions& o) {
     m.ring.push_back(allocate_buffer(plan.ring_slot_bytes));
     if (!m.ring.back()) return resource_exhausted("cannot allocate a ring slot of {} bytes", plan.ring_slot_bytes);
   }
+  std::vector<RingLoader::Entry> schedule;
+  for (Step& st : m.steps) {
+    m.step_schedule.emplace_back(schedule.size(), schedule.size() + st.streamed.size());
+    for (size_t w : st.streamed) schedule.push_back({m.weights[w].id, m.weights[w].bytes});
+  }
+  // Prefetch in the background when a core is left beside the compute threads.
+  plan.background_loading = o.prefetch == StreamingOptions::Prefetch::kBackground ||
+                            (o.prefetch == StreamingOptions::Prefetch::kAuto && omp_get_num_procs() > threads_);
+  if (!schedule.empty()) m.loader = std::make_unique<RingLoader>(*m.store, m.ring, std::move(schedule), plan.background_loading);
   plan.planned_peak_bytes = plan.arena_bytes + plan.scratchpad_bytes + plan.constant_bytes + plan.resident_weight_bytes +
                             plan.ring_slot_bytes * static_cast<uint64_t>(plan.ring_slots);
   return ok_status();
@@ -670,19 +786,29 @@ Status CompiledModel::run_steps(std::span<const ConstTensorView> inputs, std::ve
     std::memcpy(m.input_data[i], inputs[i].data, inputs[i].size_bytes());
   }
   omp_set_num_threads(threads_);
+  if (m.loader) m.loader->begin_run();
+  // However the run ends, the loader is idle afterwards.
+  struct EndRun {
+    RingLoader* l;
+    ~EndRun() {
+      if (l) l->end_run();
+    }
+  } end_run{m.loader.get()};
   for (size_t i = 0; i < m.steps.size(); ++i) {
     const auto start = step_ms ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
-    for (size_t w : m.steps[i].streamed) {
-      // Load this step's streamed weights into the next ring slots (a step never needs more
-      // weights at once than the ring has slots: plan_streaming sized it so).
-      const StoredWeight& sw = m.weights[w];
-      std::byte* slot = m.ring[m.ring_next].get();
-      m.ring_next = (m.ring_next + 1) % m.ring.size();
-      Status ls = m.store->get(sw.id, std::span(slot, sw.bytes));
-      if (!ls.ok()) return ls.with_context(fmt::format("loading the weights of step {} ({})", i, step_info_[i].node));
-      m.steps[i].kernel->set_owned_weight_data(sw.index, slot);
+    // This step's streamed weights, in ring slots (a step never needs more weights at once than
+    // the ring has slots: plan_streaming sized it so).
+    const auto [first, last] = m.loader ? m.step_schedule[i] : std::pair<size_t, size_t>{0, 0};
+    for (size_t j = first; j < last; ++j) {
+      Result<std::byte*> slot = m.loader->acquire(j);
+      if (!slot.ok()) return slot.status().with_context(fmt::format("loading the weights of step {} ({})", i, step_info_[i].node));
+      m.steps[i].kernel->set_owned_weight_data(m.weights[m.steps[i].streamed[j - first]].index, *slot);
     }
     Status s = m.steps[i].kernel->execute(m.stream);
+    if (last > first) {
+      m.stream.wait();
+      m.loader->release(last - 1);
+    }
     if (!s.ok()) return s.with_context(fmt::format("step {} ({})", i, step_info_[i].node));
     if (step_ms) {
       m.stream.wait();

@@ -63,6 +63,11 @@ struct StreamingOptions {
   // dominates; biases and BN parameters).
   uint64_t min_streamed_bytes = 64 * 1024;
   int ring_slots = 2;
+  // Who decrypts: a loader thread working ahead of the steps (overlapping decryption with
+  // computation), or the compute threads right before each step. Auto: the loader thread when the
+  // machine has more cores than the model's compute threads.
+  enum class Prefetch { kAuto, kBackground, kInline };
+  Prefetch prefetch = Prefetch::kAuto;
 };
 
 // The decision for one weight buffer of one step, for `tenet inspect --epc` and tests.
@@ -85,6 +90,7 @@ struct StreamingPlan {
   int ring_slots = 0;
   uint64_t planned_peak_bytes = 0;     // arena + scratchpad + resident + constants + ring
   int tiled_layers = 0;                // layers split by the tiling pass
+  bool background_loading = false;     // a loader thread prefetches into the ring
   std::vector<WeightPlacement> placements;
 };
 
