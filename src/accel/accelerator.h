@@ -52,6 +52,17 @@ Result<Shape> output_shape(const LinearSpec& spec, const Shape& input_shape);
 // Checks a spec (shapes, weight count and range, K small enough for exactness).
 Status validate(const LinearSpec& spec);
 
+// Limits every backend enforces (so that all of them accept exactly the same layers), and the
+// remote protocol enforces on every frame.
+//   * kMaxReductionCount: K (Cin/group·kh·kw for conv, K for matmul) ≤ 32,768, so that
+//     K·127·(2^31-1) < 2^53 (fp64 backends are exact) and K·255·127 < 2^31 (int8 byte planes
+//     accumulate in int32 without overflow).
+//   * kMaxWeightCount: weights of one layer (256 Mi int8; VGG's largest FC layer is 103 Mi).
+//   * kMaxRunCount: elements of one run's input or output (256 Mi field elements, 1 GiB).
+inline constexpr int64_t kMaxReductionCount = 32768;
+inline constexpr int64_t kMaxWeightCount = int64_t{1} << 28;
+inline constexpr int64_t kMaxRunCount = int64_t{1} << 28;
+
 class Accelerator {
  public:
   virtual ~Accelerator() = default;
@@ -64,6 +75,12 @@ class Accelerator {
   // enclave pipelines requests); each call is one batched transfer.
   virtual Status run(int32_t layer, const Shape& input_shape, std::span<const uint32_t> x, std::span<uint32_t> y) = 0;
 };
+
+// Checks one run's arguments against a validated spec: the input shape fits it, x has
+// numel(input_shape) and y numel(output) elements, and every x is a field element (< p).
+// Every backend (and the remote server) calls it before touching the data.
+Status check_run_arguments(const LinearSpec& spec, const Shape& input_shape, std::span<const uint32_t> x,
+                           std::span<const uint32_t> y);
 
 // Exact int64 loops, for tests and as the oracle of every backend.
 Status reference_linear(const LinearSpec& spec, const Shape& input_shape, std::span<const uint32_t> x, std::span<uint32_t> y);

@@ -1,0 +1,139 @@
+// The CPU backend equals the reference bit for bit: standard ResNet-like cases, random shapes,
+// maximal operands (x = p-1, w = ±127 at K = 4,608 and K = kMaxReductionCount), both plane widths,
+// and concurrent runs from several threads.
+#include <thread>
+
+#include "accel/cpu_accelerator.h"
+#include "accel_test_util.h"
+
+namespace tenet::accel {
+namespace {
+
+using testing::Case;
+
+class CpuAcceleratorTest : public ::testing::TestWithParam<int> {
+ protected:
+  std::unique_ptr<Accelerator> make() {
+    CpuAcceleratorOptions options;
+    options.plane_bits = GetParam();
+    auto acc = make_cpu_accelerator(options);
+    if (!acc.ok() && acc.status().code() == StatusCode::kFailedPrecondition && GetParam() == 8) return nullptr;
+    EXPECT_TRUE(acc.ok()) << acc.status().to_string();
+    return acc.ok() ? std::move(acc).value() : nullptr;
+  }
+};
+
+TEST_P(CpuAcceleratorTest, StandardCases) {
+  auto acc = make();
+  if (!acc) GTEST_SKIP() << "8-bit planes are not exact on this CPU (no VNNI)";
+  std::mt19937_64 rng(1);
+  for (Case c : testing::standard_cases()) {
+    SCOPED_TRACE(c.name);
+    testing::fill_weights(c.spec, rng);
+    testing::expect_matches_reference(*acc, c.spec, c.input_shape, testing::random_field(numel(c.input_shape), rng));
+  }
+}
+
+TEST_P(CpuAcceleratorTest, MaximalOperands) {
+  auto acc = make();
+  if (!acc) GTEST_SKIP() << "8-bit planes are not exact on this CPU (no VNNI)";
+  for (int8_t w : {int8_t{127}, int8_t{-127}}) {
+    for (uint32_t v : {kFieldPrime - 1, kFieldPrime - 2, (1u << 31) - 257}) {
+      LinearSpec c = testing::conv({4, 512, 3, 3}, {1, 1}, {1, 1, 1, 1});
+      c.weights.assign(static_cast<size_t>(numel(c.weight_shape)), w);
+      testing::expect_matches_reference(*acc, c, {2, 512, 3, 3}, std::vector<uint32_t>(2 * 512 * 9, v));
+      LinearSpec m = testing::matmul(2, kMaxReductionCount);
+      m.weights.assign(static_cast<size_t>(numel(m.weight_shape)), w);
+      testing::expect_matches_reference(*acc, m, {3, kMaxReductionCount},
+                                        std::vector<uint32_t>(3 * kMaxReductionCount, v));
+    }
+  }
+}
+
+TEST_P(CpuAcceleratorTest, RandomConvShapes) {
+  auto acc = make();
+  if (!acc) GTEST_SKIP() << "8-bit planes are not exact on this CPU (no VNNI)";
+  std::mt19937_64 rng(7);
+  auto r = [&rng](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  for (int iter = 0; iter < 40; ++iter) {
+    const int64_t group = r(0, 3) == 0 ? r(2, 4) : 1;
+    const int64_t cin_g = r(1, 6), cout_g = r(1, 6), kh = r(1, 5), kw = r(1, 5);
+    LinearSpec s = testing::conv({cout_g * group, cin_g, kh, kw}, {r(1, 3), r(1, 3)}, {r(0, 2), r(0, 2), r(0, 2), r(0, 2)},
+                                 group, {r(1, 2), r(1, 2)});
+    const Shape in = {r(1, 3), cin_g * group, r(kh * 2, 12), r(kw * 2, 12)};
+    if (!output_shape(s, in).ok()) continue;
+    testing::fill_weights(s, rng);
+    SCOPED_TRACE(iter);
+    testing::expect_matches_reference(*acc, s, in, testing::random_field(numel(in), rng));
+  }
+}
+
+TEST_P(CpuAcceleratorTest, ConcurrentRunsAreExact) {
+  auto acc = make();
+  if (!acc) GTEST_SKIP() << "8-bit planes are not exact on this CPU (no VNNI)";
+  std::mt19937_64 rng(3);
+  std::vector<Case> cases = testing::standard_cases();
+  cases.resize(6);
+  std::vector<int32_t> ids;
+  std::vector<std::vector<uint32_t>> xs, wants;
+  for (Case& c : cases) {
+    testing::fill_weights(c.spec, rng);
+    ids.push_back(acc->add_layer(c.spec).value());
+    xs.push_back(testing::random_field(numel(c.input_shape), rng));
+    wants.emplace_back(static_cast<size_t>(numel(output_shape(c.spec, c.input_shape).value())));
+    ASSERT_TRUE(reference_linear(c.spec, c.input_shape, xs.back(), wants.back()).ok());
+  }
+  std::atomic<int> mismatches{0}, failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int rep = 0; rep < 5; ++rep) {
+        const size_t i = static_cast<size_t>(t + rep) % cases.size();
+        std::vector<uint32_t> y(wants[i].size());
+        if (!acc->run(ids[i], cases[i].input_shape, xs[i], y).ok()) ++failures;
+        if (y != wants[i]) ++mismatches;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST_P(CpuAcceleratorTest, RejectsBadRuns) {
+  auto acc = make();
+  if (!acc) GTEST_SKIP() << "8-bit planes are not exact on this CPU (no VNNI)";
+  LinearSpec s = testing::matmul(2, 3);
+  s.weights = {1, 2, 3, 4, 5, 6};
+  const int32_t id = acc->add_layer(s).value();
+  std::vector<uint32_t> x = {1, 2, kFieldPrime}, y(2);
+  EXPECT_EQ(acc->run(id, {1, 3}, x, y).code(), StatusCode::kInvalidArgument);
+  x[2] = 3;
+  EXPECT_TRUE(acc->run(id, {1, 3}, x, y).ok());
+  EXPECT_EQ(y, (std::vector<uint32_t>{14, 32}));
+  EXPECT_EQ(acc->run(id + 1, {1, 3}, x, y).code(), StatusCode::kNotFound);
+  EXPECT_EQ(acc->run(-1, {1, 3}, x, y).code(), StatusCode::kNotFound);
+  EXPECT_FALSE(acc->run(id, {1, 4}, x, y).ok());
+  std::vector<uint32_t> short_y(1);
+  EXPECT_FALSE(acc->run(id, {1, 3}, x, short_y).ok());
+  s.weights[0] = -128;
+  EXPECT_FALSE(acc->add_layer(s).ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(PlaneBits, CpuAcceleratorTest, ::testing::Values(0, 7, 8),
+                         [](const ::testing::TestParamInfo<int>& info) {
+                           return info.param == 0 ? std::string("auto") : std::to_string(info.param) + "bit";
+                         });
+
+TEST(CpuAccelerator, RejectsBadOptions) {
+  CpuAcceleratorOptions options;
+  options.plane_bits = 6;
+  EXPECT_EQ(make_cpu_accelerator(options).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(make_cpu_accelerator(-1).status().code(), StatusCode::kInvalidArgument);
+  auto acc = make_cpu_accelerator(0);
+  ASSERT_TRUE(acc.ok()) << acc.status().to_string();
+  EXPECT_EQ((*acc)->name(), "cpu");
+}
+
+}  // namespace
+}  // namespace tenet::accel
