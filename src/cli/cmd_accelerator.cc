@@ -30,11 +30,10 @@ struct AcceleratorArgs {
   size_t max_connections = 64;
 };
 
-std::atomic<bool> g_stop{false};
-extern "C" void on_accelerator_stop_signal(int) { g_stop.store(true); }
 
 int run_accelerator(const AcceleratorArgs& a) {
   using tenet::cli::fail;
+  tenet::cli::block_stop_signals();  // before any thread (the backend's included) starts
   tenet::Result<std::unique_ptr<tenet::accel::Accelerator>> backend =
       a.backend == "cuda" ? tenet::accel::make_cuda_accelerator(a.device) : tenet::accel::make_cpu_accelerator(a.threads);
   if (!backend.ok()) return fail(backend.status().with_context("starting the " + a.backend + " backend"));
@@ -43,8 +42,6 @@ int run_accelerator(const AcceleratorArgs& a) {
   tenet::accel::AcceleratorServerOptions options;
   options.max_connections = a.max_connections;
   options.log = [](const std::string& line) { std::fprintf(stderr, "tenet accelerator: %s\n", line.c_str()); };
-  std::signal(SIGINT, on_accelerator_stop_signal);
-  std::signal(SIGTERM, on_accelerator_stop_signal);
   auto server = tenet::accel::AcceleratorServer::start(shared, a.listen, options);
   if (!server.ok()) return fail(server.status());
   nlohmann::json ready;
@@ -53,7 +50,7 @@ int run_accelerator(const AcceleratorArgs& a) {
   ready["backend"] = shared->name();
   std::printf("%s\n", ready.dump().c_str());
   std::fflush(stdout);
-  while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  tenet::cli::wait_for_stop_signal();
   (*server)->stop();
   std::printf("{\"event\":\"stopped\"}\n");
   std::fflush(stdout);

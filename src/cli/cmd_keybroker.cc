@@ -52,8 +52,6 @@ struct KeyBrokerArgs {
   int session_ttl_s = 300;
 };
 
-std::atomic<bool> g_stop{false};
-extern "C" void on_stop_signal(int) { g_stop.store(true); }
 
 Result<std::pair<std::string, int>> parse_listen(const std::string& s) {
   auto hp = tenet::parse_host_port(s);
@@ -62,6 +60,7 @@ Result<std::pair<std::string, int>> parse_listen(const std::string& s) {
 }
 
 int run_keybroker(const KeyBrokerArgs& a) {
+  tenet::cli::block_stop_signals();  // before any thread starts
   using tenet::cli::fail;
   auto listen = parse_listen(a.listen);
   if (!listen.ok()) return fail(listen.status());
@@ -89,8 +88,6 @@ int run_keybroker(const KeyBrokerArgs& a) {
     resources.push_back(path);
   }
 
-  std::signal(SIGINT, on_stop_signal);
-  std::signal(SIGTERM, on_stop_signal);
   auto server = tenet::keybroker::KeyBrokerServer::start(broker, listen->first, listen->second);
   if (!server.ok()) return fail(server.status());
   nlohmann::json ready;
@@ -100,7 +97,7 @@ int run_keybroker(const KeyBrokerArgs& a) {
   ready["resources"] = resources;
   std::printf("%s\n", ready.dump().c_str());
   std::fflush(stdout);
-  while (!g_stop.load()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  tenet::cli::wait_for_stop_signal();
   (*server)->stop();
   std::printf("{\"event\":\"stopped\"}\n");
   std::fflush(stdout);

@@ -42,13 +42,7 @@ tenet::Result<std::string> read_text(const std::string& path) {
 
 int run_kserve(const KserveArgs& a) {
   using tenet::cli::fail;
-  // Block the stop signals before any thread starts, so that only sigwait() below sees them.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  std::signal(SIGPIPE, SIG_IGN);
+  tenet::cli::block_stop_signals();  // before any thread starts
 
   auto repo = std::make_shared<tenet::serving::ModelRepository>();
   tenet::serving::EngineModelOptions mo;
@@ -96,8 +90,7 @@ int run_kserve(const KserveArgs& a) {
   std::printf("%s\n", ready.dump().c_str());
   std::fflush(stdout);
 
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
+  const int sig = tenet::cli::wait_for_stop_signal();
   std::fprintf(stderr, "tenet kserve: signal %d, stopping\n", sig);
   (*server)->stop();
   return 0;

@@ -38,6 +38,13 @@ struct CommandRegistration {
 
 std::vector<CommandFactory>& registered_commands();
 
+// Long-running commands (servers) stop on SIGINT/SIGTERM: block_stop_signals() blocks both in the
+// calling thread, to be called before any thread starts (threads inherit the mask, so only
+// wait_for_stop_signal() ever sees them), and ignores SIGPIPE (a client hanging up is an error on
+// its socket, not the server's death). wait_for_stop_signal() returns the signal's number.
+void block_stop_signals();
+int wait_for_stop_signal();
+
 // Prints "tenet: error: <status>" to stderr and returns the exit status for it.
 int fail(const Status& status);
 

@@ -3,6 +3,9 @@
 //   tenet inspect MODEL.onnx [--input-shape NAME=1x3x224x224 ...]
 // Errors go to stderr with a non-zero exit status; `run --bench` ends its stdout with one JSON line.
 #include <omp.h>
+#include <pthread.h>
+
+#include <csignal>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +28,7 @@
 #include "engine/ops/op.h"
 #include "epc/epc_allocator.h"
 #include "epc/sealed_weight_store.h"
+#include "hybrid/hybrid_cli.h"
 
 namespace {
 
@@ -87,7 +91,38 @@ struct RunArgs {
   std::string enclave;            // "" (plain process) or "sim"
   std::string epc = "93MiB";      // the sim host's EPC budget
   std::string memory = "planned";  // planned | naive
+  // --mode hybrid (src/hybrid): linear layers on an untrusted accelerator, blinded and verified.
+  std::string mode = "tee";
+  std::string accelerator = "cpu";
+  int verify_bits = 40;
+  bool no_verify = false;
+  int pipeline_depth = 1;
+  int masks = -1;
+  bool insecure_plain = false;
 };
+
+int cmd_run_hybrid(const RunArgs& a) {
+  if (a.reference || !a.enclave.empty() || a.memory != "planned") {
+    return fail(tenet::invalid_argument("--mode hybrid does not combine with --reference, --enclave or --memory"));
+  }
+  tenet::hybrid::HybridRunArgs h;
+  h.model = a.model;
+  h.inputs = a.inputs;
+  h.output_dir = a.output_dir;
+  h.threads = a.threads;
+  h.bench = a.bench;
+  h.warmup = a.warmup;
+  h.quiet = a.quiet;
+  h.accelerator = a.accelerator;
+  h.verify_bits = a.no_verify ? 0 : a.verify_bits;
+  h.pipeline_depth = a.pipeline_depth;
+  h.masks = a.masks;
+  h.insecure_plain = a.insecure_plain;
+  auto j = tenet::hybrid::run_hybrid(h);
+  if (!j.ok()) return fail(j.status());
+  std::printf("%s\n", j->dump().c_str());
+  return 0;
+}
 
 // `tenet run --enclave sim`: the model runs inside one sim enclave whose memory (weights, kernel
 // weight copies, activations, scratch) comes from an EPC-accounted, paged heap (src/epc). The
@@ -114,6 +149,7 @@ Result<std::unique_ptr<SimEnclave>> open_sim_enclave(const RunArgs& a) {
 }
 
 int cmd_run(const RunArgs& a) {
+  if (a.mode == "hybrid") return cmd_run_hybrid(a);
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<SimEnclave> enclave;
   if (a.enclave == "sim") {
@@ -411,6 +447,30 @@ CommandRegistration::CommandRegistration(CommandFactory factory) {
   registered_commands().push_back(std::move(factory));
 }
 
+namespace {
+sigset_t stop_signal_set() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
+}  // namespace
+
+void block_stop_signals() {
+  const sigset_t set = stop_signal_set();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+}
+
+int wait_for_stop_signal() {
+  const sigset_t set = stop_signal_set();
+  int sig = 0;
+  while (sigwait(&set, &sig) != 0) {
+  }
+  return sig;
+}
+
 std::vector<CommandFactory>& registered_commands() {
   static std::vector<CommandFactory> commands;
   return commands;
@@ -441,6 +501,18 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--enclave", run.enclave,
                       "Run inside one enclave: sim (INSECURE; enclave memory is paged against an emulated EPC)")
       ->check(CLI::IsMember({"sim"}));
+  run_cmd->add_option("--mode", run.mode, "tee (default: the whole model in the enclave) or hybrid (linear layers on --accelerator)")
+      ->check(CLI::IsMember({"tee", "hybrid"}));
+  run_cmd->add_option("--accelerator", run.accelerator, "With --mode hybrid: cpu (default), cuda, or unix:PATH (a `tenet accelerator`)");
+  run_cmd->add_option("--verify-bits", run.verify_bits, "With --mode hybrid: Freivalds soundness in bits (default 40)")
+      ->check(CLI::Range(1, 256));
+  run_cmd->add_flag("--no-verify", run.no_verify, "With --mode hybrid: do not verify the accelerator's results (INSECURE)");
+  run_cmd->add_option("--pipeline", run.pipeline_depth, "With --mode hybrid: requests in flight during --bench (default 1)")
+      ->check(CLI::Range(1, 64));
+  run_cmd->add_option("--masks", run.masks, "With --mode hybrid: unblinding terms precomputed per layer (default: warm-up + bench + 1)")
+      ->check(CLI::Range(0, 100000));
+  run_cmd->add_flag("--insecure-plain-accelerator", run.insecure_plain,
+                    "With --mode hybrid: benchmark baseline, linear layers sent to the accelerator unblinded and unverified (INSECURE)");
   run_cmd->add_option("--epc", run.epc, "EPC budget for --enclave sim, e.g. 93MiB (default, SGX1) or 64GiB");
   run_cmd->add_option("--memory", run.memory,
                       "With --enclave: planned (one activation arena, default) or naive (one buffer per activation)")

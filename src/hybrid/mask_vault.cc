@@ -1,0 +1,143 @@
+// Sealed, use-once unblinding terms (see mask_vault.h).
+#include "hybrid/mask_vault.h"
+
+#include <cstring>
+#include <string_view>
+
+#include "crypto/crypto.h"
+
+namespace tenet::hybrid {
+
+namespace {
+void put_be(std::vector<uint8_t>& out, uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+}  // namespace
+
+MaskVault::MaskVault(std::span<const uint8_t, 32> key, std::span<const uint8_t, 32> model_id, HostMaskStore* store)
+    : store_(store) {
+  std::memcpy(key_.data(), key.data(), key_.size());
+  std::memcpy(model_id_.data(), model_id.data(), model_id_.size());
+}
+
+MaskVault::~MaskVault() { crypto::secure_wipe(key_.data(), key_.size()); }
+
+std::array<uint8_t, 12> MaskVault::iv(uint32_t layer, uint64_t counter) const {
+  std::array<uint8_t, 12> v{};
+  for (int i = 0; i < 4; ++i) v[static_cast<size_t>(i)] = static_cast<uint8_t>(layer >> (24 - 8 * i));
+  for (int i = 0; i < 8; ++i) v[static_cast<size_t>(4 + i)] = static_cast<uint8_t>(counter >> (56 - 8 * i));
+  return v;
+}
+
+std::vector<uint8_t> MaskVault::aad(uint32_t layer, uint64_t counter, uint64_t count) const {
+  constexpr std::string_view kLabel = "tenet/hybrid/unblind/v1";
+  std::vector<uint8_t> a;
+  a.reserve(kLabel.size() + model_id_.size() + 20);
+  for (char ch : kLabel) a.push_back(static_cast<uint8_t>(ch));
+  for (uint8_t b : model_id_) a.push_back(b);
+  put_be(a, layer, 4);
+  put_be(a, counter, 8);
+  put_be(a, count, 8);
+  return a;
+}
+
+uint64_t MaskVault::new_counter(uint32_t layer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return books_[layer].next_counter++;
+}
+
+Status MaskVault::deposit(uint32_t layer, uint64_t counter, std::span<const uint32_t> unblind) {
+  const auto iv_bytes = iv(layer, counter);
+  const std::vector<uint8_t> aad_bytes = aad(layer, counter, unblind.size());
+  std::vector<uint8_t> blob(unblind.size() * sizeof(uint32_t) + crypto::kAesGcmTagBytes);
+  TENET_RETURN_IF_ERROR(crypto::aes256gcm_seal_into(
+      key_, iv_bytes, aad_bytes, crypto::ByteSpan(reinterpret_cast<const uint8_t*>(unblind.data()), unblind.size_bytes()), blob));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Book& b = books_[layer];
+    if (counter >= b.next_counter) return internal_error("hybrid: deposit of counter {} of layer {} never handed out", counter, layer);
+    if (counter < b.consumed_below || b.consumed.count(counter)) {
+      return failed_precondition("hybrid: deposit for layer {} use {}, already consumed", layer, counter);
+    }
+    b.ready.push_back(counter);
+  }
+  store_->put(layer, counter, std::move(blob));
+  return ok_status();
+}
+
+std::optional<uint64_t> MaskVault::take_ready(uint32_t layer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Book& b = books_[layer];
+  if (b.ready.empty()) return std::nullopt;
+  const uint64_t c = b.ready.front();
+  b.ready.pop_front();
+  return c;
+}
+
+Status MaskVault::mark_consumed(uint32_t layer, uint64_t counter) {
+  Book& b = books_[layer];
+  if (counter >= b.next_counter) {
+    return data_loss("hybrid: unblinding term for layer {} use {} was never issued", layer, counter);
+  }
+  if (counter < b.consumed_below || !b.consumed.insert(counter).second) {
+    return data_loss("hybrid: unblinding term for layer {} use {} was already consumed (a reused mask is refused)", layer, counter);
+  }
+  while (!b.consumed.empty() && *b.consumed.begin() == b.consumed_below) {
+    b.consumed.erase(b.consumed.begin());
+    ++b.consumed_below;
+  }
+  return ok_status();
+}
+
+Status MaskVault::consume(uint32_t layer, uint64_t counter, std::span<uint32_t> out) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    TENET_RETURN_IF_ERROR(mark_consumed(layer, counter));
+  }
+  std::optional<std::vector<uint8_t>> blob = store_->take(layer, counter);
+  if (!blob) return data_loss("hybrid: the precomputed unblinding term for layer {} use {} is missing from the host store", layer, counter);
+  if (blob->size() != out.size_bytes() + crypto::kAesGcmTagBytes) {
+    return data_loss("hybrid: the precomputed unblinding term for layer {} use {} has {} bytes, expected {}", layer, counter,
+                     blob->size(), out.size_bytes() + crypto::kAesGcmTagBytes);
+  }
+  const auto iv_bytes = iv(layer, counter);
+  const std::vector<uint8_t> aad_bytes = aad(layer, counter, out.size());
+  Status s = crypto::aes256gcm_open_into(key_, iv_bytes, aad_bytes, *blob,
+                                         std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()), out.size_bytes()));
+  if (!s.ok()) {
+    return data_loss("hybrid: the precomputed unblinding term for layer {} use {} does not authenticate (tampered or replayed)",
+                     layer, counter);
+  }
+  return ok_status();
+}
+
+Status MaskVault::retire(uint32_t layer, uint64_t counter) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    TENET_RETURN_IF_ERROR(mark_consumed(layer, counter));
+  }
+  store_->erase(layer, counter);
+  return ok_status();
+}
+
+std::optional<uint64_t> MaskVault::next_ready(uint32_t layer) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = books_.find(layer);
+  if (it == books_.end() || it->second.ready.empty()) return std::nullopt;
+  return it->second.ready.front();
+}
+
+size_t MaskVault::ready_count(uint32_t layer) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = books_.find(layer);
+  return it == books_.end() ? 0 : it->second.ready.size();
+}
+
+size_t MaskVault::ready_count_total() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t n = 0;
+  for (const auto& [layer, b] : books_) n += b.ready.size();
+  return n;
+}
+
+}  // namespace tenet::hybrid

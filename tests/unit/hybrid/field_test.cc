@@ -1,0 +1,242 @@
+// Unit tests of hybrid mode's building blocks: Z_p arithmetic, quantization, the pad PRG, the
+// exact loops (against accel::reference_linear, the accelerator's oracle), Freivalds checks and
+// the mask vault's refusals.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <set>
+
+#include "hybrid/field.h"
+#include "hybrid/freivalds.h"
+#include "hybrid/host_mask_store.h"
+#include "hybrid/mask_vault.h"
+#include "hybrid/pad_prg.h"
+#include "hybrid/trusted_linear.h"
+
+namespace tenet::hybrid {
+namespace {
+
+TEST(HybridField, ReduceAndMultiplyMatchWideArithmetic) {
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 100000; ++i) {
+    const uint64_t x = rng();
+    EXPECT_EQ(reduce64(x), x % kP);
+    const uint32_t a = static_cast<uint32_t>(rng() % kP), b = static_cast<uint32_t>(rng() % kP);
+    EXPECT_EQ(mul_mod(a, b), static_cast<uint32_t>((static_cast<unsigned __int128>(a) * b) % kP));
+    EXPECT_EQ(add_mod(a, b), static_cast<uint32_t>((uint64_t{a} + b) % kP));
+    EXPECT_EQ(sub_mod(a, b), static_cast<uint32_t>((uint64_t{a} + kP - b) % kP));
+  }
+  EXPECT_EQ(reduce64(~uint64_t{0}), static_cast<uint32_t>(~uint64_t{0} % kP));
+  EXPECT_EQ(reduce64(kP), 0u);
+  EXPECT_EQ(mul_mod(kP - 1, kP - 1), 1u);  // (-1)^2
+}
+
+TEST(HybridField, DotAndCentredLift) {
+  std::mt19937_64 rng(8);
+  std::vector<uint32_t> a(1001), b(1001);
+  unsigned __int128 want = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    a[i] = static_cast<uint32_t>(rng() % kP);
+    b[i] = static_cast<uint32_t>(rng() % kP);
+    want += static_cast<unsigned __int128>(a[i]) * b[i];
+  }
+  EXPECT_EQ(dot_mod(a, b), static_cast<uint32_t>(want % kP));
+  for (int64_t v : {int64_t{0}, int64_t{1}, int64_t{-1}, int64_t{123456789}, int64_t{-987654321}, kMaxExactReduction * 127 * 127,
+                    -kMaxExactReduction * 127 * 127}) {
+    EXPECT_EQ(lift_centred(from_signed(v)), v) << v;
+  }
+  // The exactness bound: K·127² stays below p/2, one more term would not.
+  EXPECT_LT(kMaxExactReduction * 127 * 127, int64_t{kP} / 2);
+  EXPECT_GE((kMaxExactReduction + 1) * 127 * 127, int64_t{kP} / 2);
+}
+
+TEST(HybridField, Quantization) {
+  const std::vector<float> x = {0.f, 1.f, -2.f, 0.5f, 1.99f};
+  const float s = quantization_scale(x);
+  EXPECT_FLOAT_EQ(s, 2.f / 127.f);
+  std::vector<int8_t> q(x.size());
+  quantize(x, s, q);
+  EXPECT_EQ(q, (std::vector<int8_t>{0, 64, -127, 32, 126}));  // 63.5 rounds away from zero
+  EXPECT_EQ(quantize_value(-63.5f), -64);
+  EXPECT_EQ(quantize_value(-0.49f), 0);
+  EXPECT_EQ(quantize_value(1e30f), 127);
+  EXPECT_EQ(quantize_value(-1e30f), -127);
+  EXPECT_FLOAT_EQ(quantization_scale(std::vector<float>(4, 0.f)), 1.f);
+  QuantizedWeights w = quantize_rows(std::vector<float>{1.f, -0.5f, 0.f, 0.f, 4.f, 2.f}, 3, 2);
+  EXPECT_EQ(w.values, (std::vector<int8_t>{127, -64, 0, 0, 127, 64}));
+  EXPECT_FLOAT_EQ(w.scales[0], 1.f / 127.f);
+  EXPECT_FLOAT_EQ(w.scales[1], 1.f);
+  EXPECT_FLOAT_EQ(w.scales[2], 4.f / 127.f);
+}
+
+TEST(HybridField, RepetitionsForBits) {
+  EXPECT_EQ(repetitions_for_bits(0), 0);
+  EXPECT_EQ(repetitions_for_bits(1), 1);
+  EXPECT_EQ(repetitions_for_bits(29), 1);
+  EXPECT_EQ(repetitions_for_bits(30), 2);  // one repetition gives 29.9999... bits, not 30
+  EXPECT_EQ(repetitions_for_bits(40), 2);
+  EXPECT_EQ(repetitions_for_bits(59), 2);
+  EXPECT_EQ(repetitions_for_bits(60), 3);
+  EXPECT_EQ(repetitions_for_bits(128), 5);
+}
+
+TEST(HybridPadPrg, DeterministicDistinctAndInField) {
+  std::array<uint8_t, 32> key{};
+  key[0] = 1;
+  PadPrg prg(key);
+  std::vector<uint32_t> a(4096), b(4096), c(4096), d(4096);
+  ASSERT_TRUE(prg.generate(3, 10, a).ok());
+  ASSERT_TRUE(prg.generate(3, 10, b).ok());
+  ASSERT_TRUE(prg.generate(3, 11, c).ok());
+  ASSERT_TRUE(prg.generate(4, 10, d).ok());
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  EXPECT_NE(a, d);
+  double mean = 0;
+  for (uint32_t v : a) {
+    EXPECT_LT(v, kP);
+    mean += static_cast<double>(v) / a.size();
+  }
+  // Uniform on [0, p): mean p/2, standard error p/sqrt(12·4096) ~ 0.0045 p.
+  EXPECT_NEAR(mean / kP, 0.5, 0.03);
+  std::array<uint8_t, 32> other = key;
+  other[1] = 1;
+  PadPrg prg2(other);
+  ASSERT_TRUE(prg2.generate(3, 10, b).ok());
+  EXPECT_NE(a, b);
+}
+
+accel::LinearSpec random_conv(int64_t cout, int64_t cin, int64_t k, int64_t group, int64_t stride, int64_t pad, int64_t dil,
+                              uint32_t seed) {
+  accel::LinearSpec s;
+  s.kind = accel::LinearSpec::Kind::kConv2d;
+  s.weight_shape = {cout, cin / group, k, k};
+  s.group = group;
+  s.strides = {stride, stride};
+  s.dilations = {dil, dil};
+  s.pads = {pad, pad, pad + 1, pad};
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> w(-127, 127);
+  s.weights.resize(static_cast<size_t>(numel(s.weight_shape)));
+  for (int8_t& v : s.weights) v = static_cast<int8_t>(w(rng));
+  return s;
+}
+
+std::vector<uint32_t> random_field(size_t n, uint32_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint32_t> v(n);
+  for (uint32_t& x : v) x = static_cast<uint32_t>(rng() % kP);
+  return v;
+}
+
+TEST(HybridExactLinear, MatchesTheAcceleratorsReference) {
+  struct Case {
+    accel::LinearSpec spec;
+    Shape x;
+  };
+  std::vector<Case> cases;
+  cases.push_back({random_conv(6, 4, 3, 1, 1, 1, 1, 1), {2, 4, 7, 9}});
+  cases.push_back({random_conv(8, 8, 3, 2, 2, 1, 1, 2), {1, 8, 9, 8}});
+  cases.push_back({random_conv(4, 4, 3, 4, 1, 2, 2, 3), {1, 4, 6, 6}});   // depthwise, dilated
+  cases.push_back({random_conv(5, 3, 1, 1, 2, 0, 1, 4), {3, 3, 5, 5}});   // 1x1 strided
+  accel::LinearSpec mm;
+  mm.kind = accel::LinearSpec::Kind::kMatMul;
+  mm.weight_shape = {7, 13};
+  mm.weights.resize(91);
+  for (size_t i = 0; i < mm.weights.size(); ++i) mm.weights[i] = static_cast<int8_t>(static_cast<int>(i * 37 % 255) - 127);
+  cases.push_back({mm, {5, 13}});
+  for (const Case& c : cases) {
+    auto out = linear_output_shape(c.spec, c.x);
+    ASSERT_TRUE(out.ok()) << out.status().to_string();
+    auto ref_shape = accel::output_shape(c.spec, c.x);
+    ASSERT_TRUE(ref_shape.ok()) << ref_shape.status().to_string();
+    EXPECT_EQ(*out, *ref_shape);
+    const std::vector<uint32_t> x = random_field(static_cast<size_t>(numel(c.x)), 9);
+    std::vector<uint32_t> mine(static_cast<size_t>(numel(*out))), ref(mine.size());
+    ASSERT_TRUE(exact_linear(c.spec, c.x, x, mine).ok());
+    ASSERT_TRUE(accel::reference_linear(c.spec, c.x, x, ref).ok());
+    EXPECT_EQ(mine, ref) << shape_to_string(c.x);
+
+    // Freivalds: the true product passes; any single change is caught.
+    auto check = FreivaldsCheck::create(c.spec, c.x, 2);
+    ASSERT_TRUE(check.ok()) << check.status().to_string();
+    EXPECT_EQ(check->first_failure(x, mine), -1);
+    for (size_t pos : {size_t{0}, mine.size() / 2, mine.size() - 1}) {
+      std::vector<uint32_t> bad = mine;
+      bad[pos] = add_mod(bad[pos], 1);
+      EXPECT_EQ(check->first_failure(x, bad), 0) << pos;
+    }
+    std::vector<uint32_t> zero(mine.size(), 0);
+    EXPECT_GE(check->first_failure(x, zero), 0);
+    // A different input does not match this output either.
+    std::vector<uint32_t> x2 = x;
+    x2[x2.size() / 3] = add_mod(x2[x2.size() / 3], 5);
+    EXPECT_GE(check->first_failure(x2, mine), 0);
+  }
+}
+
+TEST(HybridMaskVault, ConsumesOnceAndRefusesMissingTamperedReplayed) {
+  std::array<uint8_t, 32> key{}, model{}, other_model{};
+  key[5] = 9;
+  model[0] = 1;
+  other_model[0] = 2;
+  HostMaskStore store;
+  MaskVault vault(key, model, &store);
+  std::vector<uint32_t> term = random_field(100, 3), out(100);
+  for (int i = 0; i < 4; ++i) {
+    const uint64_t c = vault.new_counter(0);
+    EXPECT_EQ(c, static_cast<uint64_t>(i));
+    std::vector<uint32_t> t = term;
+    t[0] = static_cast<uint32_t>(i);
+    ASSERT_TRUE(vault.deposit(0, c, t).ok());
+  }
+  EXPECT_EQ(vault.ready_count(0), 4u);
+  EXPECT_EQ(store.blob_count(), 4u);
+  ASSERT_EQ(vault.take_ready(0), std::optional<uint64_t>(0));
+  const std::vector<uint8_t> blob0 = *store.peek(0, 0);
+  ASSERT_TRUE(vault.consume(0, 0, out).ok());
+  EXPECT_EQ(out[0], 0u);
+  EXPECT_EQ(std::vector<uint32_t>(out.begin() + 1, out.end()), std::vector<uint32_t>(term.begin() + 1, term.end()));
+  EXPECT_EQ(store.blob_count(), 3u);
+
+  // Reused: the host puts the consumed blob back; the vault still refuses the counter.
+  store.put(0, 0, blob0);
+  Status s = vault.consume(0, 0, out);
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("already consumed"), std::string::npos) << s.to_string();
+
+  // Replayed under another counter: AAD binds the counter.
+  store.overwrite(0, 1, blob0);
+  s = vault.consume(0, 1, out);
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("does not authenticate"), std::string::npos) << s.to_string();
+
+  // Tampered.
+  std::vector<uint8_t> b2 = *store.peek(0, 2);
+  b2[10] ^= 0x40;
+  store.overwrite(0, 2, b2);
+  s = vault.consume(0, 2, out);
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+
+  // Missing.
+  store.erase(0, 3);
+  s = vault.consume(0, 3, out);
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("missing"), std::string::npos) << s.to_string();
+
+  // Never issued; truncated; another model's vault cannot open this one's blobs.
+  EXPECT_EQ(vault.consume(0, 99, out).code(), StatusCode::kDataLoss);
+  const uint64_t c = vault.new_counter(0);
+  ASSERT_TRUE(vault.deposit(0, c, term).ok());
+  std::vector<uint8_t> blob = *store.peek(0, c);
+  MaskVault other(key, other_model, &store);
+  for (uint64_t i = 0; i <= c; ++i) (void)other.new_counter(0);
+  EXPECT_EQ(other.consume(0, c, out).code(), StatusCode::kDataLoss);
+  store.put(0, c, std::vector<uint8_t>(blob.begin(), blob.end() - 1));
+  EXPECT_EQ(vault.consume(0, c, out).code(), StatusCode::kDataLoss);
+  // Retire refuses a consumed counter too.
+  EXPECT_EQ(vault.retire(0, 0).code(), StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace tenet::hybrid
