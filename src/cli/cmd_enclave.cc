@@ -43,6 +43,10 @@ const tenet::cli::CommandRegistration kEnclave([](CLI::App& app) {
   cmd->add_option("--epc", a->o.epc_budget, "Emulated EPC budget of the sim host, e.g. 93MiB (default: no emulation)");
   cmd->add_option("--epc-host", a->o.epc_host, "Shared-memory name of the host's EPC budget (set by tenet serve)");
   cmd->add_option("--epc-limit", a->o.epc_limit, "This enclave's share of the EPC budget (set by tenet serve)");
+  cmd->add_option("--memory", a->o.memory,
+                  "resident (default: every weight in enclave memory, dynamic batching) or planned (needs --epc: batch 1, "
+                  "weights streamed from sealed untrusted memory so the steady state fits this enclave's EPC share)")
+      ->check(CLI::IsMember({"resident", "planned"}));
   return tenet::cli::Command{cmd, [a] { return run(*a); }};
 });
 

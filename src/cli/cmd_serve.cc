@@ -1,6 +1,12 @@
 // `tenet serve`: the untrusted host runtime. Launches N long-running enclave processes
 // (`tenet enclave`), relays client TCP connections to them (TLS terminates inside the enclaves),
 // restarts enclaves that exit, and serves Prometheus metrics (counts and latencies only).
+//
+// With --schedule (sim EPC emulation), a scheduler decides instead how many enclaves run, with
+// which EPC resident limit, and which connection each serves (src/host/scheduler.h): epc-aware
+// (Vessels: admit enclaves while their EPC commits fit a bound, one connection per enclave, a FIFO
+// queue for the rest) or naive (the baselines: one enclave per concurrent connection, no bound).
+// Without --schedule, `--enclaves N` enclaves start at once and share connections as before.
 #include <signal.h>
 #include <unistd.h>
 
@@ -17,6 +23,7 @@
 #include "host/metrics.h"
 #include "host/net.h"
 #include "host/relay.h"
+#include "host/scheduler.h"
 #include "host/supervisor.h"
 
 namespace {
@@ -36,6 +43,14 @@ struct ServeArgs {
   std::string epc;
   int threads = 0;
   int ready_timeout_s = 300;
+  std::string schedule;        // "" (none) | epc-aware | naive
+  std::string epc_bound;       // default: the --epc budget
+  size_t max_enclaves = 4;
+  std::string enclave_commit;  // the operator's estimate of one enclave's commit
+  int queue_timeout_s = 600;
+  int streams_per_enclave = 1;
+  std::string enclave_memory;  // "" | resident | planned (tenet enclave --memory)
+  bool enclaves_given = false;
 };
 
 std::string self_exe() {
@@ -80,9 +95,44 @@ int run_serve(const ServeArgs& a) {
   add("--sim-dir", a.sim_dir);
   add("--identity-store", a.identity_store);
   add("--threads", a.threads > 0 ? std::to_string(a.threads) : "");
+  add("--memory", a.enclave_memory);
   // One EPC budget for all enclaves of this server (sim): a shared segment this process owns.
   std::shared_ptr<tenet::epc::HostEpc> host_epc;
   const std::string epc_host = fmt::format("tenet-serve-{}", ::getpid());
+  std::shared_ptr<EnclaveScheduler> sched;
+  if (!a.schedule.empty()) {
+    if (a.epc.empty()) return tenet::cli::fail(tenet::invalid_argument("--schedule needs --epc (the EPC budget it schedules)"));
+    if (a.enclaves_given) {
+      return tenet::cli::fail(tenet::invalid_argument("--schedule decides how many enclaves run: give --max-enclaves, not --enclaves"));
+    }
+    ScheduleOptions sopt;
+    auto policy = parse_schedule_policy(a.schedule);
+    if (!policy.ok()) return tenet::cli::fail(policy.status().with_context("--schedule"));
+    sopt.policy = *policy;
+    auto budget = tenet::epc::parse_epc_size(a.epc);
+    if (!budget.ok()) return tenet::cli::fail(budget.status().with_context("--epc"));
+    sopt.budget_bytes = *budget;
+    if (!a.epc_bound.empty()) {
+      auto bound = tenet::epc::parse_epc_size(a.epc_bound);
+      if (!bound.ok()) return tenet::cli::fail(bound.status().with_context("--epc-bound"));
+      sopt.bound_bytes = *bound;
+    }
+    if (!a.enclave_commit.empty()) {
+      auto est = tenet::epc::parse_epc_size(a.enclave_commit);
+      if (!est.ok()) return tenet::cli::fail(est.status().with_context("--enclave-commit"));
+      sopt.commit_estimate_bytes = *est;
+    }
+    sopt.max_enclaves = a.max_enclaves;
+    sopt.streams_per_enclave = a.streams_per_enclave;
+    sopt.enclaves_plan_to_limit = a.enclave_memory == "planned";
+    auto s = EnclaveScheduler::create(sopt, a.queue_timeout_s * 1000,
+                                      (*metrics)->scheduler_observer(a.schedule, sopt.bound_bytes ? sopt.bound_bytes : sopt.budget_bytes));
+    if (!s.ok()) return tenet::cli::fail(s.status());
+    sched = *s;
+  }
+  if (a.enclave_memory == "planned" && a.epc.empty()) {
+    return tenet::cli::fail(tenet::invalid_argument("--enclave-memory planned needs --epc"));
+  }
   if (!a.epc.empty()) {
     if (a.platform != "sim") return tenet::cli::fail(tenet::invalid_argument("--epc emulates the sim platform's EPC only"));
     auto budget = tenet::epc::parse_epc_size(a.epc);
@@ -93,48 +143,88 @@ int run_serve(const ServeArgs& a) {
     add("--epc", a.epc);
     add("--epc-host", epc_host);
     // The emulation does not evict one enclave's pages for another (SGX's driver does), so each
-    // enclave pages within an equal share; together they never exceed the budget.
-    add("--epc-limit", std::to_string(*budget / a.enclaves / 4096 * 4096) + "B");
+    // enclave pages within an equal share; together they never exceed the budget. Under a
+    // scheduler each enclave's limit is the scheduler's, asked at each spawn.
+    if (!sched) add("--epc-limit", std::to_string(*budget / a.enclaves / 4096 * 4096) + "B");
   }
   // Enclaves listen on loopback ports of their own choosing and announce them.
   add("--http", "127.0.0.1:0");
   add("--grpc", "127.0.0.1:0");
-  so.count = a.enclaves;
+  const size_t slots = sched ? a.max_enclaves : a.enclaves;
+  so.count = sched ? 0 : a.enclaves;  // the scheduler starts its enclaves itself
+  so.slots = slots;
+  if (sched) {
+    so.slot_args = [sched](size_t slot) {
+      return std::vector<std::string>{"--epc-limit", std::to_string(sched->resident_limit_bytes(slot)) + "B"};
+    };
+  }
   so.ready_timeout_ms = a.ready_timeout_s * 1000;
 
-  auto http_pool = std::make_shared<BackendPool>(a.enclaves);
-  auto grpc_pool = std::make_shared<BackendPool>(a.enclaves);
+  auto http_pool = std::make_shared<BackendPool>(slots);
+  auto grpc_pool = std::make_shared<BackendPool>(slots);
   HostMetrics* m = metrics->get();
-  std::string platform_label;
   auto sup = Supervisor::start(
       so, http_pool, grpc_pool,
-      [m, &platform_label](size_t slot, const nlohmann::json& ev) {
+      [m, sched, host_epc](size_t slot, const nlohmann::json& ev) {
         if (ev["event"] == "ready") {
           m->enclave_up(slot, true);
-          std::fprintf(stderr, "tenet serve: enclave %zu ready (%s)\n", slot, ev.value("platform", std::string("?")).c_str());
+          const std::string commit = ev.contains("commit_bytes") && ev["commit_bytes"].is_number_unsigned()
+                                         ? tenet::epc::format_epc_size(ev["commit_bytes"].get<uint64_t>())
+                                         : std::string("?");
+          std::fprintf(stderr, "tenet serve: enclave %zu ready (%s; EPC commit %s)\n", slot,
+                       ev.value("platform", std::string("?")).c_str(), commit.c_str());
         } else if (ev["event"] == "stats") {
           m->apply_enclave_stats(slot, ev);
           m->apply_enclave_epc(slot, ev);
+          if (host_epc) m->apply_host_epc(nlohmann::json::parse(tenet::epc::to_json(host_epc->counters()), nullptr, false));
         }
+        if (sched) sched->on_event(slot, ev);
       },
-      [m](size_t slot, int status) {
+      [m, sched](size_t slot, int status, bool restarting) {
         m->enclave_up(slot, false);
-        m->enclave_restarted(slot);
-        std::fprintf(stderr, "tenet serve: enclave %zu exited (status %d); restarting\n", slot, status);
+        if (restarting) m->enclave_restarted(slot);
+        std::fprintf(stderr, "tenet serve: enclave %zu exited (status %d)%s\n", slot, status,
+                     restarting ? "; restarting" : " before it was ready");
+        if (sched) sched->on_exit(slot, restarting);
       });
   if (!sup.ok()) return tenet::cli::fail(sup.status());
+  Supervisor* supervisor = sup->get();
+  if (sched) {
+    sched->set_start([supervisor](size_t slot) {
+      const tenet::Status s = supervisor->launch(slot);
+      if (!s.ok()) std::fprintf(stderr, "tenet serve: cannot start enclave %zu: %s\n", slot, s.to_string().c_str());
+    });
+    // The first enclave starts alone (identity, commit); then the policy's initial enclaves.
+    sched->kick();
+    for (std::vector<size_t> starting = sched->starting_slots(); !starting.empty(); starting = sched->starting_slots()) {
+      for (size_t slot : starting) {
+        const tenet::Status s = supervisor->wait_ready(slot, so.ready_timeout_ms);
+        if (!s.ok()) {
+          sched->set_start(nullptr);
+          supervisor->stop();
+          if (host_epc) (void)tenet::epc::HostEpc::remove(epc_host);
+          return tenet::cli::fail(s);
+        }
+      }
+    }
+    std::fprintf(stderr, "tenet serve: schedule %s\n", sched->describe().dump().c_str());
+  }
 
-  auto http_relay = Relay::start({*http_addr, "http"}, http_pool, m->relay_observer("http"));
+  RelayOptions http_options{*http_addr, "http"};
+  RelayOptions grpc_options{*grpc_addr, "grpc"};
+  grpc_options.protocol = 1;
+  auto http_relay = Relay::start(http_options, http_pool, m->relay_observer("http"), sched);
   if (!http_relay.ok()) return tenet::cli::fail(http_relay.status());
-  auto grpc_relay = Relay::start({*grpc_addr, "grpc"}, grpc_pool, m->relay_observer("grpc"));
+  auto grpc_relay = Relay::start(grpc_options, grpc_pool, m->relay_observer("grpc"), sched);
   if (!grpc_relay.ok()) return tenet::cli::fail(grpc_relay.status());
 
   nlohmann::json ready = {{"event", "serving"},
                           {"http_port", (*http_relay)->port()},
                           {"grpc_port", (*grpc_relay)->port()},
                           {"metrics_port", m->port()},
-                          {"enclaves", a.enclaves},
+                          {"enclaves", sched ? sched->describe()["ready_enclaves"].get<size_t>() : a.enclaves},
                           {"platform", a.platform == "sim" ? "sim (INSECURE)" : a.platform}};
+  if (sched) ready["schedule"] = sched->describe();
   std::printf("%s\n", ready.dump().c_str());
   std::fflush(stdout);
 
@@ -143,6 +233,7 @@ int run_serve(const ServeArgs& a) {
   std::fprintf(stderr, "tenet serve: stopping (signal %d)\n", sig);
   (*http_relay)->stop();
   (*grpc_relay)->stop();
+  if (sched) sched->set_start(nullptr);
   (*sup)->stop();
   if (host_epc) (void)tenet::epc::HostEpc::remove(epc_host);
   return 0;
@@ -163,14 +254,42 @@ const tenet::cli::CommandRegistration kServe([](CLI::App& app) {
   cmd->add_option("--identity-store", a->identity_store,
                   "File holding the enclaves' sealed RA-TLS identity (created by the first enclave, reused by the others)")
       ->required();
-  cmd->add_option("--enclaves", a->enclaves, "Number of enclave processes (default 1)")->check(CLI::Range(1, 256));
+  cmd->add_option("--enclaves", a->enclaves, "Number of enclave processes, all started at once (default 1; not with --schedule)")
+      ->check(CLI::Range(1, 256))
+      ->each([a](const std::string&) { a->enclaves_given = true; });
   cmd->add_option("--threads", a->threads, "Compute threads per enclave (default: all cores)")->check(CLI::Range(0, 1024));
   cmd->add_option("--http", a->http, "Public REST address (default 127.0.0.1:8000; port 0 picks one)");
   cmd->add_option("--grpc", a->grpc, "Public gRPC address (default 127.0.0.1:8001)");
   cmd->add_option("--metrics", a->metrics, "Prometheus metrics address (default 127.0.0.1:8002; empty disables)");
   cmd->add_option("--epc", a->epc,
                   "sim: emulate one EPC budget shared by all enclaves, e.g. 93MiB (SGX1) or 64GiB; enclave memory beyond "
-                  "it is paged (encrypted) at real cost; each enclave gets an equal share. Default: no emulation");
+                  "it is paged (encrypted) at real cost; each enclave gets an equal share (under --schedule: the policy's limit). "
+                  "Default: no emulation");
+  cmd->add_option("--schedule", a->schedule,
+                  "Schedule enclaves against the --epc budget (sim): epc-aware (Vessels: start and feed enclaves only while "
+                  "their EPC commits sum to at most --epc-bound, each enclave one connection at a time, other connections "
+                  "wait in a FIFO queue; each enclave's resident limit is bound/pool, at least its commit; an enclave whose commit "
+                  "alone passes the bound runs alone, paging) or naive (the "
+                  "baselines: one enclave per concurrent connection up to --max-enclaves, no bound, each limited to "
+                  "budget/max-enclaves). Default: no scheduler (--enclaves N share all connections)")
+      ->check(CLI::IsMember({"epc-aware", "naive"}));
+  cmd->add_option("--epc-bound", a->epc_bound, "With --schedule epc-aware: bound on the admitted enclaves' EPC commits, e.g. 93MiB (default: the --epc budget)");
+  cmd->add_option("--max-enclaves", a->max_enclaves, "With --schedule: most enclave processes at once (default 4)")->check(CLI::Range(1, 256));
+  cmd->add_option("--enclave-commit", a->enclave_commit,
+                  "With --schedule epc-aware: estimated EPC commit of one enclave (e.g. from tenet inspect), to size the pool "
+                  "before the first enclave reports its own (default: start one enclave and use its reported commit)");
+  cmd->add_option("--streams-per-enclave", a->streams_per_enclave,
+                  "With --schedule epc-aware: connections an admitted enclave serves at once (default 1, Vessels' one "
+                  "request stream per enclave; 2 overlaps the next TLS handshake with the current inference)")
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--enclave-memory", a->enclave_memory,
+                  "Enclaves' memory mode (tenet enclave --memory): resident (default) or planned (needs --epc: batch 1, "
+                  "weights streamed so each enclave fits its EPC share; under --schedule epc-aware every enclave then "
+                  "gets bound/max-enclaves)")
+      ->check(CLI::IsMember({"resident", "planned"}));
+  cmd->add_option("--queue-timeout", a->queue_timeout_s,
+                  "With --schedule: seconds a connection may wait for an enclave before it is closed (default 600)")
+      ->check(CLI::Range(1, 86400));
   cmd->add_option("--launcher", a->launcher, "Command prefix that starts an enclave, e.g. gramine-sgx (default: none)");
   cmd->add_option("--ready-timeout", a->ready_timeout_s, "Seconds to wait for each enclave to load (default 300)")->check(CLI::Range(1, 86400));
   return tenet::cli::Command{cmd, [a] { return run_serve(*a); }};

@@ -15,6 +15,7 @@
 #include "crypto/crypto.h"
 #include "enclave/manifest.h"
 #include "epc/epc_allocator.h"
+#include "epc/sealed_weight_store.h"
 #include "keybroker/kbs_client.h"
 #include "seal/package.h"
 #include "serving/model_repository.h"
@@ -103,8 +104,22 @@ Result<std::unique_ptr<attest::Platform>> open_platform(const EnclaveOptions& o,
   return attest::open_platform(o.platform);
 }
 
+// Planned memory: what each model may keep resident, from the enclave's share of the EPC (its
+// limit, or the host budget) less room for request and response tensors, split among the models.
+constexpr uint64_t kPlannedIoReserveBytes = uint64_t{4} << 20;
+
+Result<uint64_t> planned_model_budget(const EnclaveOptions& o, const epc::EnclaveMemory* memory, size_t models) {
+  if (memory == nullptr) return invalid_argument("--memory planned needs EPC emulation (--epc)");
+  const epc::EpcCounters c = memory->heap->counters();
+  const uint64_t limit = c.resident_limit_bytes > 0 ? std::min(c.resident_limit_bytes, c.host_budget_bytes) : c.host_budget_bytes;
+  if (limit <= kPlannedIoReserveBytes + (uint64_t{1} << 20)) {
+    return invalid_argument("EPC share of {} bytes leaves no room for planned models", limit);
+  }
+  return (limit - kPlannedIoReserveBytes) / std::max<size_t>(models, 1);
+}
+
 Result<std::shared_ptr<serving::ServedModel>> load_model(attest::Platform& platform, const EnclaveOptions& o,
-                                                         const ManifestModel& mm) {
+                                                         const ManifestModel& mm, uint64_t planned_budget_bytes) {
   const auto path = o.packages.find(mm.name);
   if (path == o.packages.end()) return invalid_argument("no --package given for model '{}'", mm.name);
   TENET_ASSIGN_OR_RETURN(seal::PackageReader reader, seal::PackageReader::open(path->second));
@@ -124,6 +139,11 @@ Result<std::shared_ptr<serving::ServedModel>> load_model(attest::Platform& platf
   eo.max_queue_delay_us = mm.max_queue_delay_us;
   eo.max_queue_requests = mm.max_queue_requests;
   eo.threads = o.threads;
+  if (planned_budget_bytes > 0) {
+    TENET_ASSIGN_OR_RETURN(auto store, epc::SealedWeightStore::create());
+    eo.streaming.store = std::move(store);
+    eo.streaming.budget_bytes = planned_budget_bytes;
+  }
   return serving::load_engine_model(mm.name, std::move(*graph), eo);
 }
 
@@ -158,6 +178,7 @@ nlohmann::json stats_event(const serving::ModelRepository& repo, const epc::Encl
   if (epc_state != nullptr) {
     const epc::EpcCounters c = epc_state->heap->counters();
     ev["epc"] = {{"resident_bytes", c.resident_bytes}, {"peak_resident_bytes", c.peak_resident_bytes},
+                 {"allocated_bytes", c.allocated_bytes}, {"resident_limit_bytes", c.resident_limit_bytes},
                  {"page_faults", c.page_faults}, {"evictions", c.evictions}, {"loads", c.loads}};
   }
   return ev;
@@ -210,9 +231,17 @@ int run_enclave(const EnclaveOptions& o) {
     if (!st.ok()) return fail(st.status().with_context("EPC"));
     epc_state = std::move(st).value();
   }
+  uint64_t planned_budget = 0;
+  if (o.memory == "planned") {
+    auto b = planned_model_budget(o, epc_state.get(), manifest->models.size());
+    if (!b.ok()) return fail(b.status());
+    planned_budget = *b;
+  } else if (o.memory != "resident") {
+    return fail(invalid_argument("--memory must be resident or planned, not '{}'", o.memory));
+  }
   auto repo = std::make_shared<serving::ModelRepository>();
   for (const auto& mm : manifest->models) {
-    auto model = load_model(pf, o, mm);
+    auto model = load_model(pf, o, mm, planned_budget);
     if (!model.ok()) return fail(model.status());
     const Status added = repo->add(*model);
     if (!added.ok()) return fail(added);
@@ -239,6 +268,14 @@ int run_enclave(const EnclaveOptions& o) {
         {"identity", (*identity)->reused ? "unsealed (reused)" : "created (one quote)"},
         {"identity_ms", identity_ms},
         {"epc_budget_bytes", epc_at_start.host_budget_bytes},
+        // The EPC commit: what this enclave needs resident to serve without paging (its heap's
+        // allocations once the models are loaded: weights, kernel copies, arenas, scratch). The
+        // host's EPC-aware scheduler admits enclaves by it (0 without EPC emulation).
+        {"commit_bytes", epc_at_start.allocated_bytes},
+        {"memory", o.memory},
+        {"epc_resident_limit_bytes", epc_at_start.resident_limit_bytes},
+        {"epc_peak_resident_bytes", epc_at_start.peak_resident_bytes},
+        {"epc_evictions", epc_at_start.evictions},
         {"enclave_create_ms", epc_at_start.creation_measure_ms}});
 
   std::string last_stats;

@@ -39,6 +39,10 @@ struct EnclaveOptions {
   std::string epc_budget;  // "93MiB"
   std::string epc_host;    // shared-memory segment name (tenet serve makes one per server)
   std::string epc_limit;   // this enclave's own cap on resident pages (its share of the budget)
+  // "resident" (default): every weight stays in enclave memory, dynamic batching. "planned"
+  // (Vessels, needs epc_budget): each model is compiled for batch 1 with its weights streamed from
+  // sealed untrusted memory, so that the enclave's steady state fits its EPC share.
+  std::string memory = "resident";
   int stats_interval_ms = 1000;
 };
 

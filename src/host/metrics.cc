@@ -28,6 +28,14 @@ struct HostMetrics::Impl {
   prometheus::Family<prometheus::Counter>* queue_seconds;
   prometheus::Family<prometheus::Counter>* compute_seconds;
   prometheus::Family<prometheus::Gauge>* epc_gauges;
+  prometheus::Family<prometheus::Gauge>* host_epc;
+  prometheus::Family<prometheus::Gauge>* sched_queue_depth;
+  prometheus::Family<prometheus::Histogram>* sched_wait;
+  prometheus::Family<prometheus::Counter>* sched_streams;
+  prometheus::Family<prometheus::Gauge>* sched_admitted_bytes;
+  prometheus::Family<prometheus::Gauge>* sched_admitted_enclaves;
+  prometheus::Family<prometheus::Gauge>* sched_bound;
+  prometheus::Family<prometheus::Gauge>* enclave_commit;
 
   std::mutex mu;
   // Last cumulative value seen per (slot, model, field), to turn enclave totals into deltas.
@@ -59,6 +67,28 @@ class Observer : public RelayObserver {
   std::string protocol_;
 };
 
+class SchedObserver : public SchedulerObserver {
+ public:
+  SchedObserver(HostMetrics::Impl& m, std::string policy) : m_(m), policy_(std::move(policy)) {}
+  void on_queue_depth(size_t depth) override { m_.sched_queue_depth->Add({{"policy", policy_}}).Set(static_cast<double>(depth)); }
+  void on_wait(double seconds, bool granted) override {
+    m_.sched_wait->Add({{"policy", policy_}}, prometheus::Histogram::BucketBoundaries{0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300})
+        .Observe(seconds);
+    m_.sched_streams->Add({{"policy", policy_}, {"outcome", granted ? "granted" : "gave_up"}}).Increment();
+  }
+  void on_admitted(uint64_t commit_bytes, size_t enclaves) override {
+    m_.sched_admitted_bytes->Add({{"policy", policy_}}).Set(static_cast<double>(commit_bytes));
+    m_.sched_admitted_enclaves->Add({{"policy", policy_}}).Set(static_cast<double>(enclaves));
+  }
+  void on_enclave_commit(size_t slot, uint64_t commit_bytes) override {
+    m_.enclave_commit->Add({{"instance", std::to_string(slot)}}).Set(static_cast<double>(commit_bytes));
+  }
+
+ private:
+  HostMetrics::Impl& m_;
+  std::string policy_;
+};
+
 }  // namespace
 
 HostMetrics::HostMetrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -80,6 +110,17 @@ Result<std::unique_ptr<HostMetrics>> HostMetrics::create(const std::string& list
                           .Name("tenet_enclave_epc")
                           .Help("Sim EPC emulation per enclave: resident/peak bytes, cumulative faults/evictions")
                           .Register(r);
+  impl->host_epc = &prometheus::BuildGauge()
+                        .Name("tenet_host_epc")
+                        .Help("Sim EPC emulation, whole host: budget/resident/peak bytes, cumulative faults/evictions/loads")
+                        .Register(r);
+  impl->sched_queue_depth = &prometheus::BuildGauge().Name("tenet_sched_queue_depth").Help("Client connections waiting for an enclave (FIFO)").Register(r);
+  impl->sched_wait = &prometheus::BuildHistogram().Name("tenet_sched_queue_wait_seconds").Help("Time a client connection waited for an enclave").Register(r);
+  impl->sched_streams = &prometheus::BuildCounter().Name("tenet_sched_streams_total").Help("Client connections scheduled, by outcome").Register(r);
+  impl->sched_admitted_bytes = &prometheus::BuildGauge().Name("tenet_sched_admitted_commit_bytes").Help("Sum of the EPC commits of enclaves admitted to serve").Register(r);
+  impl->sched_admitted_enclaves = &prometheus::BuildGauge().Name("tenet_sched_admitted_enclaves").Help("Enclaves admitted to serve").Register(r);
+  impl->sched_bound = &prometheus::BuildGauge().Name("tenet_sched_bound_bytes").Help("Bound on the admitted EPC commit (epc-aware)").Register(r);
+  impl->enclave_commit = &prometheus::BuildGauge().Name("tenet_enclave_commit_bytes").Help("EPC an enclave needs resident to run without paging").Register(r);
   if (!listen.empty()) {
     TENET_ASSIGN_OR_RETURN(const HostPort addr, parse_host_port(listen));
     try {
@@ -131,10 +172,24 @@ void HostMetrics::apply_enclave_stats(size_t slot, const nlohmann::json& event) 
 
 void HostMetrics::apply_enclave_epc(size_t slot, const nlohmann::json& event) {
   if (!event.contains("epc") || !event["epc"].is_object()) return;
-  for (const char* field : {"resident_bytes", "peak_resident_bytes", "page_faults", "evictions", "loads"}) {
+  for (const char* field : {"resident_bytes", "peak_resident_bytes", "allocated_bytes", "page_faults", "evictions", "loads"}) {
     const auto& v = event["epc"];
     if (v.contains(field) && v[field].is_number()) {
       impl_->epc_gauges->Add({{"instance", std::to_string(slot)}, {"counter", field}}).Set(v[field].get<double>());
+    }
+  }
+}
+
+std::shared_ptr<SchedulerObserver> HostMetrics::scheduler_observer(const std::string& policy, uint64_t bound_bytes) {
+  impl_->sched_bound->Add({{"policy", policy}}).Set(static_cast<double>(bound_bytes));
+  return std::make_shared<SchedObserver>(*impl_, policy);
+}
+
+void HostMetrics::apply_host_epc(const nlohmann::json& counters) {
+  if (!counters.is_object()) return;
+  for (const char* field : {"budget_bytes", "resident_bytes", "peak_resident_bytes", "page_faults", "evictions", "loads"}) {
+    if (counters.contains(field) && counters[field].is_number()) {
+      impl_->host_epc->Add({{"counter", field}}).Set(counters[field].get<double>());
     }
   }
 }

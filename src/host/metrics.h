@@ -1,6 +1,8 @@
 // Host-side Prometheus metrics (untrusted side). Only counts and latencies: connections, enclave
 // liveness and restarts, and per-model request counts and latency figures that the enclaves
-// report on their control channel. Nothing here is derived from request contents.
+// report on their control channel. Nothing here is derived from request contents. Under a
+// scheduler (tenet serve --schedule) also its queue (depth, wait time) and the admitted EPC commit,
+// and the host-wide EPC counters of the sim emulation.
 #pragma once
 
 #include <memory>
@@ -10,6 +12,7 @@
 
 #include "core/status.h"
 #include "host/relay.h"
+#include "host/scheduler.h"
 
 namespace tenet::host {
 
@@ -28,12 +31,18 @@ class HostMetrics {
   void apply_enclave_stats(size_t slot, const nlohmann::json& event);
   // Its "epc" object (sim EPC emulation): resident and peak bytes, page faults, evictions.
   void apply_enclave_epc(size_t slot, const nlohmann::json& event);
+  // A SchedulerObserver feeding tenet_sched_* metrics; sets tenet_sched_bound_bytes once.
+  std::shared_ptr<SchedulerObserver> scheduler_observer(const std::string& policy, uint64_t bound_bytes);
+  // The machine-wide sim EPC counters (HostEpc: resident, peak, faults, evictions, loads) as
+  // tenet_host_epc{counter=...}: a JSON object with those fields; others are ignored.
+  void apply_host_epc(const nlohmann::json& counters);
   // The exposition text (what GET /metrics returns).
   std::string scrape() const;
   uint16_t port() const;
 
+  struct Impl;  // metrics.cc (its observers hold a reference)
+
  private:
-  struct Impl;
   explicit HostMetrics(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

@@ -57,6 +57,7 @@ struct Relay::Impl {
   RelayOptions options;
   std::shared_ptr<BackendPool> pool;
   std::shared_ptr<RelayObserver> observer;
+  std::shared_ptr<BackendBroker> broker;
   int listen_fd = -1;
   int wake_pipe[2] = {-1, -1};
   uint16_t port = 0;
@@ -98,14 +99,36 @@ bool pump(int from, int to, std::vector<char>& buf) {
   return true;
 }
 
+// True once the client has closed or reset its end (data it already sent does not count).
+bool client_gone(int fd) {
+  pollfd p{fd, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL));
+}
+
 }  // namespace
 
 void Relay::Impl::serve_pair(int client_fd) {
   const auto started = std::chrono::steady_clock::now();
-  auto backend = pool->acquire();
+  std::optional<std::pair<size_t, HostPort>> backend;
   std::optional<int> backend_fd;
+  if (broker) {
+    // Wait for the scheduler's grant; a client that hangs up meanwhile leaves the queue.
+    backend = broker->acquire(options.protocol, [&] { return stopping.load() || client_gone(client_fd); });
+    if (backend) {
+      auto fd = connect_tcp(backend->second, options.connect_timeout_ms);
+      if (fd.ok()) {
+        backend_fd = *fd;
+      } else {
+        std::fprintf(stderr, "tenet serve: %s relay: enclave %zu unreachable: %s\n", options.name.c_str(),
+                     backend->first, fd.status().message().c_str());
+        broker->release(backend->first);
+      }
+    }
+  } else {
+    backend = pool->acquire();
+  }
   std::vector<size_t> tried;
-  while (backend) {
+  while (!broker && backend) {
     auto fd = connect_tcp(backend->second, options.connect_timeout_ms);
     if (fd.ok()) {
       backend_fd = *fd;
@@ -119,7 +142,7 @@ void Relay::Impl::serve_pair(int client_fd) {
     backend = pool->acquire(tried);
   }
   if (!backend_fd) {
-    if (observer) observer->on_reject("no enclave available");
+    if (observer) observer->on_reject(broker ? "not scheduled" : "no enclave available");
     untrack_and_close(client_fd);
   } else {
     track(*backend_fd);
@@ -151,7 +174,11 @@ void Relay::Impl::serve_pair(int client_fd) {
     }
     untrack_and_close(*backend_fd);
     untrack_and_close(client_fd);
-    pool->release(backend->first);
+    if (broker) {
+      broker->release(backend->first);
+    } else {
+      pool->release(backend->first);
+    }
     if (observer) observer->on_close(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   }
   std::lock_guard<std::mutex> lock(mu);
@@ -186,8 +213,11 @@ void Relay::Impl::accept_loop() {
 Relay::Relay(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<Relay>> Relay::start(RelayOptions options, std::shared_ptr<BackendPool> pool,
-                                            std::shared_ptr<RelayObserver> observer) {
+                                            std::shared_ptr<RelayObserver> observer,
+                                            std::shared_ptr<BackendBroker> broker) {
+  if (!pool && !broker) return invalid_argument("relay needs a backend pool or a broker");
   auto impl = std::make_unique<Impl>();
+  impl->broker = std::move(broker);
   impl->options = std::move(options);
   impl->pool = std::move(pool);
   impl->observer = std::move(observer);

@@ -5,11 +5,14 @@
 //
 // Failure behaviour is what clients of a serving system expect: when no enclave is up, a new
 // connection is closed at once (a retriable error, never a hang); when an enclave dies, its open
-// connections are closed and new ones go to the others while the launcher restarts it.
+// connections are closed and new ones go to the others while the launcher restarts it. Under a
+// scheduler (BackendBroker), a new connection instead waits in the scheduler's FIFO queue until an
+// enclave is granted to it, the client hangs up, or the queue timeout passes (then it is closed).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -52,18 +55,35 @@ class RelayObserver {
   virtual void on_close(double seconds) {}
 };
 
+// Chooses the enclave for each new connection when a scheduler is in charge (tenet serve
+// --schedule; host/scheduler.h) instead of the pool's least-connections choice.
+class BackendBroker {
+ public:
+  virtual ~BackendBroker() = default;
+  // Blocks until an enclave is granted to this connection: (slot, its address for `protocol`).
+  // Nothing when the wait ended without one (gave_up() turned true, timeout, no enclave).
+  // gave_up is polled while waiting (about every 100 ms).
+  virtual std::optional<std::pair<size_t, HostPort>> acquire(size_t protocol, const std::function<bool()>& gave_up) = 0;
+  // The granted connection ended.
+  virtual void release(size_t slot) = 0;
+};
+
 struct RelayOptions {
   HostPort listen;
   std::string name = "relay";        // for logs: "http", "grpc"
   int max_connections = 4096;        // beyond this, new connections are refused
   int connect_timeout_ms = 2000;     // to an enclave
   int idle_timeout_ms = 600000;      // no bytes either way for this long closes the pair
+  size_t protocol = 0;               // with a broker: which of the enclave's ports (0 http, 1 grpc)
 };
 
 class Relay {
  public:
+  // With a broker, connections wait (in the broker's queue) for the enclave it grants, and the pool
+  // is not used; without one, the pool's least-loaded live enclave or an immediate close.
   static Result<std::unique_ptr<Relay>> start(RelayOptions options, std::shared_ptr<BackendPool> pool,
-                                              std::shared_ptr<RelayObserver> observer);
+                                              std::shared_ptr<RelayObserver> observer,
+                                              std::shared_ptr<BackendBroker> broker = nullptr);
   ~Relay();
   Relay(const Relay&) = delete;
   Relay& operator=(const Relay&) = delete;

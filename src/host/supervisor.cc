@@ -44,6 +44,7 @@ struct Supervisor::Impl {
   std::vector<bool> ready;
   std::vector<bool> ever_ready;
   std::vector<int> startup_exit;  // wait status of an enclave that exited before its first ready; -1: none
+  std::vector<bool> running;      // a watcher thread owns the slot
   std::vector<std::thread> watchers;
 
   Result<std::pair<int, int>> spawn(size_t slot);  // pid, stdout fd
@@ -57,6 +58,9 @@ Result<std::pair<int, int>> Supervisor::Impl::spawn(size_t slot) {
   std::vector<std::string> args = options.argv;
   args.push_back("--instance");
   args.push_back(std::to_string(slot));
+  if (options.slot_args) {
+    for (auto& a : options.slot_args(slot)) args.push_back(std::move(a));
+  }
   std::vector<char*> cargv;
   for (auto& a : args) cargv.push_back(a.data());
   cargv.push_back(nullptr);
@@ -138,12 +142,16 @@ void Supervisor::Impl::watch(size_t slot) {
       // the same way again: report it to start() instead of restarting it.
       if (!ever_ready[slot]) startup_exit[slot] = status;
       cv.notify_all();
-      if (!ever_ready[slot]) break;
     }
     if (stopping.load()) break;
-    if (on_exit) on_exit(slot, status);
+    const bool restarting = ever_ready[slot];
+    if (on_exit) on_exit(slot, status, restarting);
+    if (!restarting) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(options.restart_backoff_ms));
   }
+  std::lock_guard<std::mutex> lock(mu);
+  running[slot] = false;
+  cv.notify_all();
 }
 
 bool Supervisor::Impl::wait_ready(size_t slot, int timeout_ms) {
@@ -159,38 +167,67 @@ Result<std::unique_ptr<Supervisor>> Supervisor::start(SupervisorOptions options,
                                                       std::shared_ptr<BackendPool> grpc_pool, EnclaveEventFn on_event,
                                                       EnclaveExitFn on_exit) {
   if (options.argv.empty()) return invalid_argument("no enclave command");
-  if (options.count == 0 || options.count > 256) return invalid_argument("enclave count {} out of range 1..256", options.count);
+  if (options.slots == 0) options.slots = options.count;
+  if (options.slots == 0 || options.slots > 256) return invalid_argument("enclave count {} out of range 1..256", options.slots);
+  if (options.count > options.slots) return invalid_argument("{} enclaves to start but {} slots", options.count, options.slots);
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
   impl->http_pool = std::move(http_pool);
   impl->grpc_pool = std::move(grpc_pool);
   impl->on_event = std::move(on_event);
   impl->on_exit = std::move(on_exit);
-  impl->pids.assign(impl->options.count, 0);
-  impl->ready.assign(impl->options.count, false);
-  impl->ever_ready.assign(impl->options.count, false);
-  impl->startup_exit.assign(impl->options.count, -1);
+  const size_t slots = impl->options.slots;
+  impl->pids.assign(slots, 0);
+  impl->ready.assign(slots, false);
+  impl->ever_ready.assign(slots, false);
+  impl->startup_exit.assign(slots, -1);
+  impl->running.assign(slots, false);
+  impl->watchers.resize(slots);
   std::unique_ptr<Supervisor> sup(new Supervisor(std::move(impl)));
-  Impl* im = sup->impl_.get();
-  for (size_t i = 0; i < im->options.count; ++i) {
-    im->watchers.emplace_back(&Impl::watch, im, i);
-    if (!im->wait_ready(i, im->options.ready_timeout_ms)) {
-      int exit_status;
-      {
-        std::lock_guard<std::mutex> lock(im->mu);
-        exit_status = im->startup_exit[i];
-      }
+  for (size_t i = 0; i < sup->impl_->options.count; ++i) {
+    Status s = sup->launch(i);
+    if (s.ok()) s = sup->wait_ready(i, sup->impl_->options.ready_timeout_ms);
+    if (!s.ok()) {
       sup->stop();
-      if (exit_status >= 0) {
-        return failed_precondition("enclave {} exited before it was ready ({} {}; see its log above)", i,
-                                   WIFEXITED(exit_status) ? "exit status" : "signal",
-                                   WIFEXITED(exit_status) ? WEXITSTATUS(exit_status) : WTERMSIG(exit_status));
-      }
-      return failed_precondition("enclave {} did not become ready within {} ms (see its log above)", i,
-                                 im->options.ready_timeout_ms);
+      return s;
     }
   }
   return sup;
+}
+
+Status Supervisor::launch(size_t slot) {
+  Impl* im = impl_.get();
+  if (slot >= im->pids.size()) return invalid_argument("no enclave slot {} (there are {})", slot, im->pids.size());
+  std::thread finished;
+  std::lock_guard<std::mutex> lock(im->mu);
+  if (im->stopping.load()) return failed_precondition("the supervisor is stopping");
+  if (im->running[slot]) return ok_status();
+  // The slot's previous watcher (if any) has returned: it cleared `running` as its last step.
+  finished = std::move(im->watchers[slot]);
+  if (finished.joinable()) finished.join();
+  im->running[slot] = true;
+  im->ready[slot] = false;
+  im->ever_ready[slot] = false;
+  im->startup_exit[slot] = -1;
+  im->watchers[slot] = std::thread(&Impl::watch, im, slot);
+  return ok_status();
+}
+
+Status Supervisor::wait_ready(size_t slot, int timeout_ms) {
+  Impl* im = impl_.get();
+  if (slot >= im->pids.size()) return invalid_argument("no enclave slot {} (there are {})", slot, im->pids.size());
+  if (im->wait_ready(slot, timeout_ms)) return ok_status();
+  int exit_status;
+  {
+    std::lock_guard<std::mutex> lock(im->mu);
+    exit_status = im->startup_exit[slot];
+  }
+  if (exit_status >= 0) {
+    return failed_precondition("enclave {} exited before it was ready ({} {}; see its log above)", slot,
+                               WIFEXITED(exit_status) ? "exit status" : "signal",
+                               WIFEXITED(exit_status) ? WEXITSTATUS(exit_status) : WTERMSIG(exit_status));
+  }
+  return failed_precondition("enclave {} did not become ready within {} ms (see its log above)", slot, timeout_ms);
 }
 
 Supervisor::~Supervisor() { stop(); }
@@ -201,9 +238,10 @@ std::vector<int> Supervisor::pids() const {
 }
 
 void Supervisor::stop() {
-  if (!impl_ || impl_->stopping.exchange(true)) return;
+  if (!impl_) return;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->stopping.exchange(true)) return;
     for (int pid : impl_->pids) {
       if (pid > 0) ::kill(-pid, SIGTERM);
     }

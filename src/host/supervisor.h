@@ -22,7 +22,10 @@ namespace tenet::host {
 
 struct SupervisorOptions {
   std::vector<std::string> argv;  // the enclave command; "--instance N" is appended per enclave
-  size_t count = 1;
+  size_t count = 1;                // slots started (in order, each awaited) by start()
+  size_t slots = 0;                // slots in all (>= count; 0: count); launch() starts the others
+  // Extra arguments for a slot's enclave, asked at each spawn (after --instance N); may be empty.
+  std::function<std::vector<std::string>(size_t slot)> slot_args;
   int ready_timeout_ms = 300000;   // model loading can take a while
   int restart_backoff_ms = 500;
   int stop_timeout_ms = 5000;      // SIGTERM, then SIGKILL
@@ -30,8 +33,10 @@ struct SupervisorOptions {
 
 // Called for every control line (ready, stats, ...) with the enclave's slot.
 using EnclaveEventFn = std::function<void(size_t slot, const nlohmann::json& event)>;
-// Called when an enclave exits (status as from waitpid) before it is restarted.
-using EnclaveExitFn = std::function<void(size_t slot, int wait_status)>;
+// Called when an enclave exits (status as from waitpid). `restarting`: it had been ready and is
+// restarted; false: it exited (or was killed) before its first ready line and its slot stays down
+// until launched again (start() reports that as its error).
+using EnclaveExitFn = std::function<void(size_t slot, int wait_status, bool restarting)>;
 
 class Supervisor {
  public:
@@ -45,6 +50,10 @@ class Supervisor {
   Supervisor& operator=(const Supervisor&) = delete;
 
   std::vector<int> pids() const;
+  // Starts the enclave of a slot that is not running (no-op if it is); does not wait.
+  Status launch(size_t slot);
+  // Waits for a launched slot's ready line: error if it exited first or did not get ready in time.
+  Status wait_ready(size_t slot, int timeout_ms);
   void stop();
 
  private:

@@ -150,7 +150,7 @@ TEST(HostSupervisor, StartsRestartsAndStops) {
   o.count = 2;
   o.restart_backoff_ms = 50;
   auto sup = Supervisor::start(o, http, grpc, [&](size_t, const nlohmann::json& ev) { readies += ev["event"] == "ready"; },
-                               [&](size_t slot, int) { exits += slot == 1; })
+                               [&](size_t slot, int, bool restarting) { exits += slot == 1 && restarting; })
                  .value();
   EXPECT_EQ(http->live_count(), 2u);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
