@@ -703,8 +703,11 @@ Status CompiledModel::plan_streaming(const StreamingOptions& o) {
     // At least the largest is streamed; every step must find its streamed weights in the ring at once.
     std::vector<int> per_step(m.steps.size(), 0);
     for (const StoredWeight& w : m.weights) ++per_step[static_cast<size_t>(w.step)];
-    plan.ring_slots = std::max(o.ring_slots, *std::max_element(per_step.begin(), per_step.end()));
+    const int needed = *std::max_element(per_step.begin(), per_step.end());
+    plan.ring_slots = std::max(o.ring_slots, needed);
     plan.ring_slot_bytes = align_up(largest, 64);
+    // A tight budget gives up prefetching depth before it gives up: the fewest slots a step needs.
+    if (plan.ring_slot_bytes * static_cast<uint64_t>(plan.ring_slots) > room) plan.ring_slots = needed;
     const uint64_t ring = plan.ring_slot_bytes * static_cast<uint64_t>(plan.ring_slots);
     if (ring > room) {
       return resource_exhausted("a ring of {} x {} bytes for the largest weight does not fit the {} bytes left of a budget of {} "

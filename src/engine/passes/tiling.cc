@@ -1,4 +1,5 @@
-// Output-channel tiling of linear layers whose weights exceed a memory bound (weight streaming,
+// Output-channel tiling of linear layers (and ungrouped 2-D convolutions, along their output
+// channels) whose weights exceed a memory bound (weight streaming,
 // src/engine/cpu/weight_streaming.h): Gemm / MatMul / FusedMatMul with a constant 2-D weight
 // [K, N] (or [N, K] with transB) becomes T layers over column ranges of the weight, each with
 // its slice of the bias and the node's post-ops, and a Concat of their outputs along the last
@@ -25,11 +26,11 @@ using ir::ValueId;
 
 // Columns [n0, n1) of a row-major [K, N] matrix (a copy), or rows of [N, K] when transposed (a view).
 Result<Tensor> weight_slice(const Tensor& w, bool trans_b, int64_t n0, int64_t n1) {
+  if (trans_b) return w.slice_rows(n0, n1);  // also a convolution's [Cout, ...]
   const int64_t rows = w.shape()[0], cols = w.shape()[1];
   const int64_t width = n1 - n0;
   // [N, K]: a tile is a run of rows, a view of the weight (no copy: slicing VGG16's fc6 would
   // otherwise hold 411 MB twice while the layer is cut).
-  if (trans_b) return w.slice_rows(n0, n1);
   TENET_ASSIGN_OR_RETURN(Tensor t, Tensor::zeros(DType::kFloat32, Shape{rows, width}));
   for (int64_t r = 0; r < rows; ++r) {
     std::memcpy(t.as<float>() + r * width, w.as<float>() + r * cols + n0, static_cast<size_t>(width) * sizeof(float));
@@ -47,20 +48,25 @@ Result<int> tile_linear_outputs(ir::Graph& g, uint64_t max_weight_bytes) {
   for (size_t ni = 0; ni < node_count; ++ni) {
     Node& n = g.nodes[ni];
     const bool gemm = n.op_type == "Gemm";
-    if (n.dead || !(gemm || n.op_type == "MatMul" || n.op_type == "FusedMatMul")) continue;
+    const bool conv = n.op_type == "Conv";
+    if (n.dead || !(gemm || conv || n.op_type == "MatMul" || n.op_type == "FusedMatMul")) continue;
     if (n.inputs.size() < 2 || n.inputs.size() > 3 || n.outputs.size() != 1 || n.outputs[0] == kNoValue) continue;
     if (std::any_of(n.post_ops.begin(), n.post_ops.end(), [](const ir::PostOp& p) { return p.kind == ir::PostOp::Kind::kSum; })) {
       continue;
     }
     const ir::Value& b = g.value(n.inputs[1]);
-    if (!b.is_constant() || b.dtype != DType::kFloat32 || b.shape.size() != 2) continue;
+    if (!b.is_constant() || b.dtype != DType::kFloat32 || b.shape.size() != (conv ? 4u : 2u)) continue;
     if (b.constant.size_bytes() <= max_weight_bytes) continue;
-    const bool trans_b = gemm && n.attr_int("transB", 0).ok() && n.attr_int("transB", 0).value() != 0;
+    // A 2-D convolution's weight [Cout, Cin/g, kh, kw] is tiled by output channels like a [N, K]
+    // weight (rows: a view); only ungrouped ones (a group's channels would straddle tiles).
+    if (conv && (!n.attr_int("group", 1).ok() || n.attr_int("group", 1).value() != 1)) continue;
+    const bool trans_b = conv || (gemm && n.attr_int("transB", 0).ok() && n.attr_int("transB", 0).value() != 0);
     if (gemm && (!n.attr_int("transA", 0).ok() || n.attr_int("transA", 0).value() != 0)) continue;
     const ir::Value y = g.value(n.outputs[0]);
     if (y.shape.empty() || y.dtype != DType::kFloat32) continue;
     const int64_t width = trans_b ? b.shape[0] : b.shape[1];
-    if (y.shape.back() != width || width < 2) continue;
+    const size_t out_axis = conv ? 1 : y.shape.size() - 1;
+    if (out_axis >= y.shape.size() || y.shape[out_axis] != width || width < 2) continue;
     // Bias: a scalar stays shared; a [N] (or [1, N]) vector is sliced.
     const ValueId c_id = n.input(2);
     const ir::Value* c = c_id == kNoValue ? nullptr : &g.value(c_id);
@@ -99,7 +105,7 @@ Result<int> tile_linear_outputs(ir::Graph& g, uint64_t max_weight_bytes) {
       out.name = g.unique_name(part.name + "/out");
       out.dtype = DType::kFloat32;
       out.shape = y.shape;
-      out.shape.back() = n1 - n0;
+      out.shape[out_axis] = n1 - n0;
       out.shape_known = true;
       part.outputs = {g.add_value(std::move(out))};
       parts.push_back(part.outputs[0]);
@@ -110,7 +116,7 @@ Result<int> tile_linear_outputs(ir::Graph& g, uint64_t max_weight_bytes) {
     concat.op_type = "Concat";
     concat.inputs = parts;
     concat.outputs = {g.nodes[ni].outputs[0]};
-    concat.attrs["axis"] = ir::Attribute{static_cast<int64_t>(y.shape.size()) - 1};
+    concat.attrs["axis"] = ir::Attribute{static_cast<int64_t>(out_axis)};
     added.push_back(std::move(concat));
     g.nodes[ni].dead = true;
     // The whole weight is not needed any more when no other node reads it: free it now, before
