@@ -48,13 +48,7 @@ int run_accelerator(const AcceleratorArgs& a) {
   ready["event"] = "listening";
   ready["address"] = a.listen;
   ready["backend"] = shared->name();
-  std::printf("%s\n", ready.dump().c_str());
-  std::fflush(stdout);
-  tenet::cli::wait_for_stop_signal();
-  (*server)->stop();
-  std::printf("{\"event\":\"stopped\"}\n");
-  std::fflush(stdout);
-  return 0;
+  return tenet::cli::announce_and_serve(ready.dump(), [&] { (*server)->stop(); });
 }
 
 const tenet::cli::CommandRegistration kAccelerator([](CLI::App& app) {

@@ -95,13 +95,7 @@ int run_keybroker(const KeyBrokerArgs& a) {
   ready["host"] = listen->first;
   ready["port"] = (*server)->port();
   ready["resources"] = resources;
-  std::printf("%s\n", ready.dump().c_str());
-  std::fflush(stdout);
-  tenet::cli::wait_for_stop_signal();
-  (*server)->stop();
-  std::printf("{\"event\":\"stopped\"}\n");
-  std::fflush(stdout);
-  return 0;  // broker (and its keys, wiped) destroyed on return
+  return tenet::cli::announce_and_serve(ready.dump(), [&] { (*server)->stop(); });  // broker (and its keys, wiped) destroyed on return
 }
 
 const tenet::cli::CommandRegistration kKeyBroker([](CLI::App& app) {

@@ -44,6 +44,9 @@ std::vector<CommandFactory>& registered_commands();
 // its socket, not the server's death). wait_for_stop_signal() returns the signal's number.
 void block_stop_signals();
 int wait_for_stop_signal();
+// The life of a server command once it listens: prints `ready` (one JSON line) on stdout, waits
+// for SIGINT/SIGTERM, runs `stop`, prints {"event":"stopped"}. Returns exit status 0.
+int announce_and_serve(const std::string& ready_json, const std::function<void()>& stop);
 
 // Prints "tenet: error: <status>" to stderr and returns the exit status for it.
 int fail(const Status& status);

@@ -99,6 +99,8 @@ struct RunArgs {
   int pipeline_depth = 1;
   int masks = -1;
   bool insecure_plain = false;
+  std::string slices;     // TEESlice manifest (src/hybrid/slices.h)
+  std::string slice_key;  // model key file of sealed slices
 };
 
 int cmd_run_hybrid(const RunArgs& a) {
@@ -118,6 +120,8 @@ int cmd_run_hybrid(const RunArgs& a) {
   h.pipeline_depth = a.pipeline_depth;
   h.masks = a.masks;
   h.insecure_plain = a.insecure_plain;
+  h.slices = a.slices;
+  h.slice_key = a.slice_key;
   auto j = tenet::hybrid::run_hybrid(h);
   if (!j.ok()) return fail(j.status());
   std::printf("%s\n", j->dump().c_str());
@@ -150,6 +154,7 @@ Result<std::unique_ptr<SimEnclave>> open_sim_enclave(const RunArgs& a) {
 
 int cmd_run(const RunArgs& a) {
   if (a.mode == "hybrid") return cmd_run_hybrid(a);
+  if (!a.slices.empty() || !a.slice_key.empty()) return fail(tenet::invalid_argument("--slices and --slice-key need --mode hybrid"));
   const auto t0 = std::chrono::steady_clock::now();
   std::unique_ptr<SimEnclave> enclave;
   if (a.enclave == "sim") {
@@ -471,6 +476,16 @@ int wait_for_stop_signal() {
   return sig;
 }
 
+int announce_and_serve(const std::string& ready_json, const std::function<void()>& stop) {
+  std::printf("%s\n", ready_json.c_str());
+  std::fflush(stdout);
+  wait_for_stop_signal();
+  stop();
+  std::printf("{\"event\":\"stopped\"}\n");
+  std::fflush(stdout);
+  return 0;
+}
+
 std::vector<CommandFactory>& registered_commands() {
   static std::vector<CommandFactory> commands;
   return commands;
@@ -513,6 +528,11 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0, 100000));
   run_cmd->add_flag("--insecure-plain-accelerator", run.insecure_plain,
                     "With --mode hybrid: benchmark baseline, linear layers sent to the accelerator unblinded and unverified (INSECURE)");
+  run_cmd->add_option("--slices", run.slices,
+                      "With --mode hybrid: JSON manifest of private slices (TEESlice) added to MODEL, the public backbone; they run in the enclave")
+      ->check(CLI::ExistingFile);
+  run_cmd->add_option("--slice-key", run.slice_key, "With --slices: model key file of sealed (.tenet) slices (as `tenet seal` writes)")
+      ->check(CLI::ExistingFile);
   run_cmd->add_option("--epc", run.epc, "EPC budget for --enclave sim, e.g. 93MiB (default, SGX1) or 64GiB");
   run_cmd->add_option("--memory", run.memory,
                       "With --enclave: planned (one activation arena, default) or naive (one buffer per activation)")

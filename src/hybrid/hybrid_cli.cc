@@ -8,11 +8,14 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "core/npy.h"
 #include "engine/onnx/importer.h"
 #include "hybrid/hybrid_model.h"
+#include "hybrid/slices.h"
+#include "seal/package.h"
 #include "hybrid/trusted_linear.h"
 
 namespace tenet::hybrid {
@@ -74,6 +77,24 @@ Result<nlohmann::json> run_hybrid(const HybridRunArgs& a) {
   if (a.bench < 0 || a.warmup < 0) return invalid_argument("--bench and --warmup must be >= 0");
 
   HybridOptions o;
+  std::vector<std::string> slice_names;
+  if (!a.slice_key.empty() && a.slices.empty()) return invalid_argument("--slice-key needs --slices MANIFEST.json");
+  if (!a.slices.empty()) {
+    // The slices run in the enclave (private_nodes); see slices.h for what the accelerator sees.
+    std::optional<seal::SecretBytes> key;
+    if (!a.slice_key.empty()) {
+      auto k = seal::read_model_key_file(a.slice_key);
+      if (!k.ok()) return k.status().with_context("--slice-key");
+      key = std::move(k).value();
+    }
+    TENET_ASSIGN_OR_RETURN(SliceManifest manifest, read_slice_manifest_file(a.slices));
+    const std::string base_dir = std::filesystem::path(a.slices).parent_path().string();
+    TENET_ASSIGN_OR_RETURN(std::vector<LoadedSlice> loaded, load_slices(manifest, base_dir, key ? &*key : nullptr));
+    TENET_ASSIGN_OR_RETURN(ComposedModel composed, compose_slices(graph, loaded, shapes));
+    graph = std::move(composed.graph);
+    o.private_nodes = std::move(composed.private_nodes);
+    slice_names = std::move(composed.slice_names);
+  }
   TENET_ASSIGN_OR_RETURN(o.accelerator, open_accelerator(a.accelerator, a.threads));
   // The in-enclave engine for W·r: the CPU backend's code run in this (the enclave's) process
   // when it is available (trusted code: the same exact arithmetic), else the exact loops.
@@ -173,6 +194,8 @@ Result<nlohmann::json> run_hybrid(const HybridRunArgs& a) {
   j["verified_layers"] = st.verified_layers;
   j["outsourced_flops_fraction"] = st.outsourced_flops_fraction;
   j["total_flops"] = st.total_flops;
+  j["private_slices"] = slice_names;
+  j["private_flops_fraction"] = st.private_flops_fraction;
   // Per request, over the timed runs (or the single run).
   const double n = a.bench > 0 ? static_cast<double>(st.requests - before.requests) : 1.0;
   const HybridStats& b0 = a.bench > 0 ? before : HybridStats{};

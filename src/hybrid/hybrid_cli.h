@@ -28,11 +28,15 @@ struct HybridRunArgs {
   // INSECURE benchmark baseline: the linear layers on the accelerator without blinding or
   // verification (verify_bits is ignored).
   bool insecure_plain = false;
+  // TEESlice (slices.h): a manifest of private slices attached to the model (the public
+  // backbone); sealed slices are opened with the model key in `slice_key` (a key file).
+  std::string slices;
+  std::string slice_key;
 };
 
 // Runs the model once (writing one .npy per output), then `bench` more times, and returns the
 // summary: latency_ms_p50, throughput_per_s, verified_layers, outsourced_flops_fraction, mode,
-// accelerator, verify_bits, per-phase times, ...
+// accelerator, verify_bits, per-phase times, private_slices, private_flops_fraction, ...
 Result<nlohmann::json> run_hybrid(const HybridRunArgs& args);
 
 }  // namespace tenet::hybrid

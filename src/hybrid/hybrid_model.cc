@@ -52,6 +52,12 @@ Result<std::unique_ptr<HybridModel>> HybridModel::compile(const ir::Graph& impor
     const int64_t f = cpu::node_flops(compiled, n);
     m->total_flops_ += f;
     if (runtime->outsources(n.name)) m->outsourced_flops_ += f;
+    if (options.private_nodes.count(n.name)) {
+      // A private node that was outsourced would have sent its weights out: refuse, whatever
+      // the cause (a runtime that ignored the set, a pass that renamed a node to a private name).
+      if (runtime->outsources(n.name)) return internal_error("hybrid: private node '{}' was outsourced", n.name);
+      m->private_flops_ += f;
+    }
   }
   if (options.masks_to_precompute > 0) TENET_RETURN_IF_ERROR(m->precompute(options.masks_to_precompute));
   return m;
@@ -121,6 +127,7 @@ HybridStats HybridModel::stats() const {
   st.verified_layers = st.verify_repetitions > 0 ? st.outsourced_layers : 0;
   st.total_flops = total_flops_;
   st.outsourced_flops_fraction = total_flops_ > 0 ? static_cast<double>(outsourced_flops_) / static_cast<double>(total_flops_) : 0.0;
+  st.private_flops_fraction = total_flops_ > 0 ? static_cast<double>(private_flops_) / static_cast<double>(total_flops_) : 0.0;
   st.layer_calls = c.layer_calls.load();
   st.verifications = c.verifications.load();
   st.verification_failures = c.verification_failures.load();

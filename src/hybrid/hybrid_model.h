@@ -66,6 +66,7 @@ struct HybridStats {
   int verified_layers = 0;     // outsourced layers whose every result is checked
   int verify_repetitions = 0;  // per check
   double outsourced_flops_fraction = 0;  // outsourced FLOPs / all FLOPs (cpu::node_flops)
+  double private_flops_fraction = 0;     // FLOPs of HybridOptions::private_nodes / all FLOPs
   int64_t total_flops = 0;
   int64_t requests = 0, failed_requests = 0;
   int64_t layer_calls = 0, verifications = 0, verification_failures = 0;
@@ -107,7 +108,7 @@ class HybridModel {
   std::unique_ptr<HybridRuntime> runtime_;
   std::vector<std::unique_ptr<cpu::CompiledModel>> instances_;
   HybridOptions options_;
-  int64_t total_flops_ = 0, outsourced_flops_ = 0;
+  int64_t total_flops_ = 0, outsourced_flops_ = 0, private_flops_ = 0;
   mutable std::mutex mu_;
   std::condition_variable free_cv_;
   std::vector<size_t> free_;
