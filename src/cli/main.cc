@@ -23,6 +23,7 @@
 #include "core/allocator.h"
 #include "core/npy.h"
 #include "core/safe_math.h"
+#include "core/timing.h"
 #include "engine/cpu/compiled_model.h"
 #include "engine/onnx/importer.h"
 #include "engine/ops/op.h"
@@ -66,18 +67,8 @@ Result<Shape> parse_shape(const std::string& text) {
   return shape;
 }
 
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  const double idx = p * static_cast<double>(v.size() - 1);
-  const size_t lo = static_cast<size_t>(idx);
-  const size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (idx - static_cast<double>(lo));
-}
-
-double ms_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
+using tenet::ms_since;
+using tenet::percentile;
 
 struct RunArgs {
   std::string model;

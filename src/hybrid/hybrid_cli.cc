@@ -1,4 +1,5 @@
 // `tenet run --mode hybrid` (see hybrid_cli.h).
+#include "core/timing.h"
 #include "hybrid/hybrid_cli.h"
 
 #include <algorithm>
@@ -23,16 +24,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  const double idx = p * static_cast<double>(v.size() - 1);
-  const auto lo = static_cast<size_t>(idx);
-  const size_t hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (v[hi] - v[lo]) * (idx - static_cast<double>(lo));
-}
+using tenet::ms_since;
+using tenet::percentile;
 
 Result<std::shared_ptr<accel::Accelerator>> open_accelerator(const std::string& which, int threads) {
   if (which == "cpu") {
