@@ -1,5 +1,4 @@
 // `tenet run --mode hybrid` (see hybrid_cli.h).
-#include "core/timing.h"
 #include "hybrid/hybrid_cli.h"
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 #include <thread>
 
 #include "core/npy.h"
+#include "core/timing.h"
 #include "engine/onnx/importer.h"
 #include "hybrid/hybrid_model.h"
 #include "hybrid/slices.h"
