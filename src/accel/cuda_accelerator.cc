@@ -1,5 +1,8 @@
-// The CUDA backend of the untrusted accelerator (built only where the CUDA toolkit is found and
-// not in sanitizer or fuzz builds; cuda_unavailable.cc stands in elsewhere).
+// The CUDA backend of the untrusted accelerator, built as a loadable module
+// (libtenet_accel_cuda.so, next to the tenet binary) only where the CUDA toolkit is found and not
+// in sanitizer or fuzz builds; cuda_loader.cc loads it on first use. A module rather than a link
+// dependency: linking CUDA's runtime libraries into every tenet binary put ~100 KiB of their
+// static TLS on every thread, more than small-stack server threads (civetweb's) can take.
 //
 // Exact in fp64: inputs are integers < 2^31, weights integers in [-127, 127], so every product
 // and every partial sum of a reduction of K ≤ kMaxReductionCount terms is an integer of magnitude
@@ -210,7 +213,7 @@ class CudaAccelerator final : public Accelerator {
 
 }  // namespace
 
-Result<std::unique_ptr<Accelerator>> make_cuda_accelerator(int device) {
+Result<std::unique_ptr<Accelerator>> create_cuda_accelerator(int device) {
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || count == 0) {
@@ -224,5 +227,11 @@ Result<std::unique_ptr<Accelerator>> make_cuda_accelerator(int device) {
 }
 
 }  // namespace tenet::accel
+
+// The module's one entry point, looked up by cuda_loader.cc with dlsym.
+extern "C" __attribute__((visibility("default"))) void tenet_accel_cuda_create(
+    int device, tenet::Result<std::unique_ptr<tenet::accel::Accelerator>>* out) {
+  *out = tenet::accel::create_cuda_accelerator(device);
+}
 
 #endif  // TENET_HAVE_CUDA
