@@ -159,7 +159,7 @@ Result<std::pair<uint64_t, Bytes>> decode_hash_entry(ByteSpan cbor) {
 Result<Bytes> encode_claims(const Claims& c) {
   if (c.pubkey_hash.empty()) return invalid_argument("claims need a pubkey-hash");
   size_t count = 1 + (c.nonce ? 1 : 0) + (c.model_digests.empty() ? 0 : 1) + (c.mode.empty() ? 0 : 1) +
-                 (c.platform.empty() ? 0 : 1);
+                 (c.model_modes.empty() ? 0 : 1) + (c.platform.empty() ? 0 : 1);
   CborPtr map(cbor_new_definite_map(count));
   if (!map) return cbor_oom();
 
@@ -181,6 +181,12 @@ Result<Bytes> encode_claims(const Claims& c) {
     TENET_RETURN_IF_ERROR(map_add(map.get(), tstr("tenet-model-digests"), std::move(digests)));
   }
   if (!c.mode.empty()) TENET_RETURN_IF_ERROR(map_add(map.get(), tstr("tenet-mode"), tstr(c.mode)));
+  if (!c.model_modes.empty()) {
+    CborPtr modes(cbor_new_definite_array(c.model_modes.size()));
+    if (!modes) return cbor_oom();
+    for (const std::string& m : c.model_modes) TENET_RETURN_IF_ERROR(array_push(modes.get(), tstr(m)));
+    TENET_RETURN_IF_ERROR(map_add(map.get(), tstr("tenet-model-modes"), std::move(modes)));
+  }
   if (!c.platform.empty()) TENET_RETURN_IF_ERROR(map_add(map.get(), tstr("tenet-platform"), tstr(c.platform)));
   return serialize(map.get());
 }
@@ -192,7 +198,8 @@ Result<Claims> decode_claims(ByteSpan cbor) {
   TENET_RETURN_IF_ERROR(r.expect(kMap, &n, "claims"));
   if (n > r.remaining() / 2) return data_loss("claims map of {} entries runs past the end", n);
   Claims c;
-  bool have_pubkey_hash = false, have_nonce = false, have_digests = false, have_mode = false, have_platform = false;
+  bool have_pubkey_hash = false, have_nonce = false, have_digests = false, have_mode = false, have_platform = false,
+       have_model_modes = false;
   auto once = [](bool& seen, const std::string& key) -> Status {
     if (seen) return data_loss("claim '{}' appears twice", key);
     seen = true;
@@ -235,6 +242,15 @@ Result<Claims> decode_claims(ByteSpan cbor) {
     } else if (key == "tenet-mode") {
       TENET_RETURN_IF_ERROR(once(have_mode, key));
       TENET_ASSIGN_OR_RETURN(c.mode, r.text("tenet-mode"));
+    } else if (key == "tenet-model-modes") {
+      TENET_RETURN_IF_ERROR(once(have_model_modes, key));
+      uint64_t count = 0;
+      TENET_RETURN_IF_ERROR(r.expect(kArray, &count, "tenet-model-modes"));
+      if (count > r.remaining()) return data_loss("tenet-model-modes of {} items runs past the end", count);
+      for (uint64_t j = 0; j < count; ++j) {
+        TENET_ASSIGN_OR_RETURN(std::string m, r.text("tenet-model-modes item"));
+        c.model_modes.push_back(std::move(m));
+      }
     } else if (key == "tenet-platform") {
       TENET_RETURN_IF_ERROR(once(have_platform, key));
       TENET_ASSIGN_OR_RETURN(c.platform, r.text("tenet-platform"));

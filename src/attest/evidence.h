@@ -13,7 +13,9 @@
 //
 // tenet's own claims (ignored by other verifiers, as Gramine ignores unknown claims):
 //   "tenet-model-digests": [ bstr ... ]   sealed package digests served by the enclave
-//   "tenet-mode": tstr                    "tee" or "hybrid"
+//   "tenet-mode": tstr                    "tee", or "hybrid" when any served model is hybrid
+//   "tenet-model-modes": [ tstr ... ]     per model, in the order of tenet-model-digests: "tee"
+//                                         or "hybrid:<verify_bits>" (enclave/manifest.h)
 //   "tenet-platform": tstr                the platform's name, e.g. "sim (INSECURE)"
 //
 // Encoding uses libcbor (definite lengths, shortest integers, as Gramine's libcbor does).
@@ -46,6 +48,7 @@ struct Claims {
   std::optional<Bytes> nonce;
   std::vector<Bytes> model_digests;
   std::string mode;      // "" when absent
+  std::vector<std::string> model_modes;  // parallel to model_digests; empty when absent
   std::string platform;  // "" when absent
 };
 

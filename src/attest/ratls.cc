@@ -301,6 +301,10 @@ Result<RatlsIdentity> make_ratls_identity(Platform& platform, const RatlsClaimsI
   TENET_ASSIGN_OR_RETURN(id.claims.pubkey_hash, pubkey_hash(kHashAlgSha256, spki));
   id.claims.model_digests = in.model_digests;
   id.claims.mode = in.mode;
+  if (!in.model_modes.empty() && in.model_modes.size() != in.model_digests.size()) {
+    return invalid_argument("RA-TLS claims: {} model modes for {} model digests", in.model_modes.size(), in.model_digests.size());
+  }
+  id.claims.model_modes = in.model_modes;
   id.claims.platform = id.platform;
   TENET_ASSIGN_OR_RETURN(id.claims_cbor, encode_claims(id.claims));
   const auto report_data = report_data_for_claims(id.claims_cbor);
@@ -415,7 +419,12 @@ std::string describe_peer(const VerifiedPeer& p) {
   s += fmt::format("debug:         {}\n", id.debug ? "yes (INSECURE)" : "no");
   s += fmt::format("mode:          {}\n", p.claims.mode.empty() ? "(not claimed)" : p.claims.mode);
   if (p.claims.model_digests.empty()) s += "model digests: (none claimed)\n";
-  for (const Bytes& d : p.claims.model_digests) s += fmt::format("model digest:  {}\n", crypto::to_hex(d));
+  for (size_t i = 0; i < p.claims.model_digests.size(); ++i) {
+    // Model modes are shown only when they pair up with the digests (as the enclave claims them).
+    const bool paired = p.claims.model_modes.size() == p.claims.model_digests.size();
+    s += fmt::format("model digest:  {}{}\n", crypto::to_hex(p.claims.model_digests[i]),
+                     paired ? " (mode " + p.claims.model_modes[i] + ")" : std::string());
+  }
   return s;
 }
 

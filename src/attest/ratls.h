@@ -97,6 +97,7 @@ Result<VerifiedEvidence> verify_evidence(ByteSpan evidence_cbor, const Policy& p
 struct RatlsClaimsInput {
   std::vector<Bytes> model_digests;  // sealed package digests this enclave serves
   std::string mode = "tee";          // "tee" or "hybrid"
+  std::vector<std::string> model_modes;  // per model digest: "tee" or "hybrid:<bits>" (optional)
 };
 
 struct RatlsCertOptions {

@@ -77,6 +77,7 @@ int run_attest(const AttestArgs& a) {
     j["mode"] = peer->claims.mode;
     j["model_digests"] = nlohmann::json::array();
     for (const auto& d : peer->claims.model_digests) j["model_digests"].push_back(tenet::crypto::to_hex(d));
+    j["model_modes"] = peer->claims.model_modes;  // per digest: "tee" or "hybrid:<verify bits>"
     if (!a.save_cert.empty()) j["saved_cert"] = a.save_cert;
     std::printf("%s\n", j.dump().c_str());
   } else {

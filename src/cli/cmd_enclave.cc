@@ -29,7 +29,7 @@ const tenet::cli::CommandRegistration kEnclave([](CLI::App& app) {
       "enclave",
       "One enclave process (trusted side; started by `tenet serve`). Loads the manifest, obtains the RA-TLS identity, "
       "fetches model keys from the key broker, decrypts sealed packages in memory and serves KServe v2 with TLS "
-      "terminating inside. Writes its control lines (JSON) to stdout. On --platform sim: INSECURE.");
+      "terminating inside; each model in the manifest's mode (tee, or hybrid on --accelerator). Writes its control lines (JSON) to stdout. On --platform sim: INSECURE.");
   cmd->add_option("--manifest", a->o.manifest_path, "Enclave manifest (JSON, measured)")->required();
   cmd->add_option("--package", a->packages, "NAME=MODEL.tenet")->required();
   cmd->add_option("--keybroker", a->o.keybroker_url, "Key broker URL")->required();
@@ -47,6 +47,9 @@ const tenet::cli::CommandRegistration kEnclave([](CLI::App& app) {
                   "resident (default: every weight in enclave memory, dynamic batching) or planned (needs --epc: batch 1, "
                   "weights streamed from sealed untrusted memory so the steady state fits this enclave's EPC share)")
       ->check(CLI::IsMember({"resident", "planned"}));
+  cmd->add_option("--accelerator", a->o.accelerator,
+                  "unix:PATH of the untrusted accelerator (tenet accelerator) for the manifest's hybrid models; required "
+                  "when the manifest has one (set by tenet serve)");
   return tenet::cli::Command{cmd, [a] { return run(*a); }};
 });
 

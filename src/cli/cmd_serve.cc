@@ -7,11 +7,29 @@
 // (Vessels: admit enclaves while their EPC commits fit a bound, one connection per enclave, a FIFO
 // queue for the rest) or naive (the baselines: one enclave per concurrent connection, no bound).
 // Without --schedule, `--enclaves N` enclaves start at once and share connections as before.
+//
+// Modes (design.md, "Three ways to protect a model"): each model's mode (tee or hybrid) is
+// manifest content, measured into MRENCLAVE, so the manifest is the one source of truth and
+// `--mode NAME=MODE` only checks it (a deployment script states what it expects; a mismatch stops
+// the server before any enclave starts). When the manifest has a hybrid model, the enclaves need
+// the untrusted accelerator process: with `--accelerator auto` (default) this process starts
+// `tenet accelerator --listen unix:PATH --backend cpu` itself (one for all enclaves; not restarted
+// if it dies: hybrid requests then fail with an error while tee models keep serving), with
+// `--accelerator unix:PATH` the enclaves connect to one the operator runs.
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <climits>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +37,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "crypto/crypto.h"
+#include "enclave/manifest.h"
 #include "epc/host_epc.h"
 #include "host/metrics.h"
 #include "host/net.h"
@@ -51,6 +71,9 @@ struct ServeArgs {
   int streams_per_enclave = 1;
   std::string enclave_memory;  // "" | resident | planned (tenet enclave --memory)
   bool enclaves_given = false;
+  std::vector<std::string> modes;     // NAME=tee|hybrid, checked against the manifest
+  std::string accelerator = "auto";   // auto | unix:PATH
+  std::string accelerator_backend = "cpu";
 };
 
 std::string self_exe() {
@@ -58,6 +81,97 @@ std::string self_exe() {
   const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("tenet");
 }
+
+// The accelerator process this server started (--accelerator auto), stopped with the server.
+class OwnedAccelerator {
+ public:
+  ~OwnedAccelerator() { stop(); }
+  static tenet::Result<std::unique_ptr<OwnedAccelerator>> start(const std::string& backend, int threads) {
+    auto acc = std::unique_ptr<OwnedAccelerator>(new OwnedAccelerator());
+    char dir_template[] = "/tmp/tenet-accel-XXXXXX";
+    if (::mkdtemp(dir_template) == nullptr) return tenet::internal_error("mkdtemp: {}", std::strerror(errno));
+    acc->dir_ = dir_template;
+    acc->address_ = "unix:" + acc->dir_ + "/accel.sock";
+    std::vector<std::string> args = {self_exe(), "accelerator", "--listen", acc->address_, "--backend", backend};
+    if (threads > 0) {
+      args.push_back("--threads");
+      args.push_back(std::to_string(threads));
+    }
+    int out[2];
+    if (::pipe2(out, O_CLOEXEC) != 0) return tenet::internal_error("pipe: {}", std::strerror(errno));
+    std::vector<char*> cargv;
+    for (auto& s : args) cargv.push_back(s.data());
+    cargv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
+    pid_t pid = 0;
+    const int rc = ::posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(out[1]);
+    if (rc != 0) {
+      ::close(out[0]);
+      return tenet::internal_error("cannot start the accelerator: {}", std::strerror(rc));
+    }
+    acc->pid_ = pid;
+    acc->out_fd_ = out[0];
+    // Wait for its {"event":"listening",...} line.
+    std::string line;
+    for (int waited_ms = 0; waited_ms < 60000;) {
+      pollfd p{acc->out_fd_, POLLIN, 0};
+      const int n = ::poll(&p, 1, 250);
+      if (n < 0 && errno != EINTR) break;
+      if (n <= 0) {
+        waited_ms += 250;
+        continue;
+      }
+      char c;
+      const ssize_t r = ::read(acc->out_fd_, &c, 1);
+      if (r <= 0) break;  // exited
+      if (c != '\n') {
+        if (line.size() < 4096) line.push_back(c);
+        continue;
+      }
+      const auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("event", "") == "listening") {
+        acc->backend_ = j.value("backend", backend);
+        return acc;
+      }
+      line.clear();
+    }
+    return tenet::failed_precondition("the accelerator process ({}) did not start listening on {}; see its log above",
+                                      args[0], acc->address_);
+  }
+  void stop() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      int status = 0;
+      // It finishes runs in progress, then exits; a stuck one is killed after 10 s.
+      for (int i = 0; i < 100 && ::waitpid(pid_, &status, WNOHANG) == 0; ++i) ::usleep(100 * 1000);
+      if (::waitpid(pid_, &status, WNOHANG) == 0) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+      }
+      pid_ = -1;
+    }
+    if (out_fd_ >= 0) ::close(out_fd_);
+    out_fd_ = -1;
+    if (!dir_.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir_, ec);
+      dir_.clear();
+    }
+  }
+  const std::string& address() const { return address_; }
+  const std::string& backend() const { return backend_; }
+  int pid() const { return pid_; }
+
+ private:
+  OwnedAccelerator() = default;
+  std::string dir_, address_, backend_;
+  int pid_ = -1;
+  int out_fd_ = -1;
+};
 
 int run_serve(const ServeArgs& a) {
   using namespace tenet::host;
@@ -75,6 +189,47 @@ int run_serve(const ServeArgs& a) {
   if (!grpc_addr.ok()) return tenet::cli::fail(grpc_addr.status().with_context("--grpc"));
   auto metrics = HostMetrics::create(a.metrics);
   if (!metrics.ok()) return tenet::cli::fail(metrics.status());
+
+  // The models' modes, from the manifest (the host may read it: it is measured, not secret).
+  auto manifest_text = tenet::crypto::read_file(a.manifest, 1 << 20);
+  if (!manifest_text.ok()) return tenet::cli::fail(manifest_text.status().with_context("--manifest"));
+  auto manifest = tenet::enclave::parse_manifest(*manifest_text);
+  if (!manifest.ok()) return tenet::cli::fail(manifest.status().with_context("--manifest"));
+  nlohmann::json modes = nlohmann::json::object();
+  for (const auto& mm : manifest->models) modes[mm.name] = mm.mode_claim();
+  for (const std::string& m : a.modes) {
+    const size_t eq = m.find('=');
+    const std::string name = m.substr(0, eq), mode = eq == std::string::npos ? "" : m.substr(eq + 1);
+    if (eq == std::string::npos || (mode != "tee" && mode != "hybrid")) {
+      return tenet::cli::fail(tenet::invalid_argument("--mode expects NAME=tee or NAME=hybrid, got '{}'", m));
+    }
+    const auto it = std::find_if(manifest->models.begin(), manifest->models.end(), [&](const auto& mm) { return mm.name == name; });
+    if (it == manifest->models.end()) return tenet::cli::fail(tenet::invalid_argument("--mode {}: no model '{}' in the manifest", m, name));
+    if (it->mode != mode) {
+      return tenet::cli::fail(tenet::invalid_argument(
+          "--mode {}: the manifest serves '{}' in {} mode. The mode is measured into MRENCLAVE with the manifest: "
+          "change \"mode\" in the manifest (and re-measure, update the policies), not the command line",
+          m, name, it->mode));
+    }
+  }
+  std::unique_ptr<OwnedAccelerator> owned_accelerator;
+  std::string accelerator_address;
+  if (manifest->any_hybrid()) {
+    if (a.accelerator == "auto") {
+      auto acc = OwnedAccelerator::start(a.accelerator_backend, a.threads);
+      if (!acc.ok()) return tenet::cli::fail(acc.status());
+      owned_accelerator = std::move(acc).value();
+      accelerator_address = owned_accelerator->address();
+      std::fprintf(stderr, "tenet serve: started the accelerator (%s backend, pid %d) on %s for the hybrid models\n",
+                   owned_accelerator->backend().c_str(), owned_accelerator->pid(), accelerator_address.c_str());
+    } else if (a.accelerator.rfind("unix:", 0) == 0 && a.accelerator.size() > 5) {
+      accelerator_address = a.accelerator;
+    } else {
+      return tenet::cli::fail(tenet::invalid_argument("--accelerator must be auto or unix:PATH, got '{}'", a.accelerator));
+    }
+  } else if (a.accelerator != "auto") {
+    return tenet::cli::fail(tenet::invalid_argument("--accelerator {}: the manifest has no hybrid model", a.accelerator));
+  }
 
   SupervisorOptions so;
   so.argv = a.launcher;
@@ -96,6 +251,7 @@ int run_serve(const ServeArgs& a) {
   add("--identity-store", a.identity_store);
   add("--threads", a.threads > 0 ? std::to_string(a.threads) : "");
   add("--memory", a.enclave_memory);
+  add("--accelerator", accelerator_address);
   // One EPC budget for all enclaves of this server (sim): a shared segment this process owns.
   std::shared_ptr<tenet::epc::HostEpc> host_epc;
   const std::string epc_host = fmt::format("tenet-serve-{}", ::getpid());
@@ -223,8 +379,13 @@ int run_serve(const ServeArgs& a) {
                           {"grpc_port", (*grpc_relay)->port()},
                           {"metrics_port", m->port()},
                           {"enclaves", sched ? sched->describe()["ready_enclaves"].get<size_t>() : a.enclaves},
-                          {"platform", a.platform == "sim" ? "sim (INSECURE)" : a.platform}};
+                          {"platform", a.platform == "sim" ? "sim (INSECURE)" : a.platform},
+                          {"modes", modes}};
   if (sched) ready["schedule"] = sched->describe();
+  if (!accelerator_address.empty()) {
+    ready["accelerator"] = {{"address", accelerator_address}, {"owned", owned_accelerator != nullptr}};
+    if (owned_accelerator) ready["accelerator"]["pid"] = owned_accelerator->pid();
+  }
   std::printf("%s\n", ready.dump().c_str());
   std::fflush(stdout);
 
@@ -235,6 +396,7 @@ int run_serve(const ServeArgs& a) {
   (*grpc_relay)->stop();
   if (sched) sched->set_start(nullptr);
   (*sup)->stop();
+  if (owned_accelerator) owned_accelerator->stop();
   if (host_epc) (void)tenet::epc::HostEpc::remove(epc_host);
   return 0;
 }
@@ -245,7 +407,8 @@ const tenet::cli::CommandRegistration kServe([](CLI::App& app) {
       "serve",
       "Host runtime (untrusted): start N enclaves serving sealed models over KServe v2 (REST + gRPC), relay client "
       "connections to them, restart enclaves that exit, expose Prometheus metrics. TLS (RA-TLS) terminates inside "
-      "the enclaves; this process only sees ciphertext. On --platform sim nothing is hardware-protected (INSECURE).");
+      "the enclaves; this process only sees ciphertext. Each model runs in the mode its manifest entry names (tee, or "
+      "hybrid with an untrusted accelerator this process starts). On --platform sim nothing is hardware-protected (INSECURE).");
   cmd->add_option("--manifest", a->manifest, "Enclave manifest (JSON; measured into MRENCLAVE)")->required()->check(CLI::ExistingFile);
   cmd->add_option("--package", a->packages, "NAME=MODEL.tenet for each model in the manifest")->required();
   cmd->add_option("--keybroker", a->keybroker, "Key broker URL (http://HOST:PORT) releasing the model keys")->required();
@@ -290,6 +453,16 @@ const tenet::cli::CommandRegistration kServe([](CLI::App& app) {
   cmd->add_option("--queue-timeout", a->queue_timeout_s,
                   "With --schedule: seconds a connection may wait for an enclave before it is closed (default 600)")
       ->check(CLI::Range(1, 86400));
+  cmd->add_option("--mode", a->modes,
+                  "NAME=tee|hybrid: check that the manifest serves model NAME in that mode, and refuse to start if not. "
+                  "Each model's mode is set in the manifest (\"mode\": \"hybrid\"), which is measured into MRENCLAVE, so "
+                  "this option cannot change it");
+  cmd->add_option("--accelerator", a->accelerator,
+                  "For the manifest's hybrid models: auto (default: start `tenet accelerator --listen unix:PATH` for all "
+                  "enclaves, stopped with the server, not restarted) or unix:PATH of an accelerator the operator runs. "
+                  "Untrusted: it sees blinded data only");
+  cmd->add_option("--accelerator-backend", a->accelerator_backend, "Backend of the accelerator started by --accelerator auto: cpu (default) or cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--launcher", a->launcher, "Command prefix that starts an enclave, e.g. gramine-sgx (default: none)");
   cmd->add_option("--ready-timeout", a->ready_timeout_s, "Seconds to wait for each enclave to load (default 300)")->check(CLI::Range(1, 86400));
   return tenet::cli::Command{cmd, [a] { return run_serve(*a); }};

@@ -35,7 +35,56 @@ bool valid_name(const std::string& s) {
   return true;
 }
 
+// A model's "mode" and its hybrid parameters (manifest.h).
+Status parse_model_mode(const json& mj, const std::string& where, ManifestModel& mm) {
+  if (mj.contains("mode")) {
+    const json& v = mj["mode"];
+    if (!v.is_string() || (v != "tee" && v != "hybrid")) {
+      return invalid_argument("manifest: {} mode must be \"tee\" or \"hybrid\"", where);
+    }
+    mm.mode = v.get<std::string>();
+  }
+  for (const char* key : {"verify_bits", "allow_unverified", "unblind_pool"}) {
+    if (!mm.hybrid() && mj.contains(key)) {
+      return invalid_argument("manifest: {} sets {}, which only a \"mode\": \"hybrid\" model has", where, key);
+    }
+  }
+  if (!mm.hybrid()) return ok_status();
+  if (mj.contains("allow_unverified")) {
+    if (!mj["allow_unverified"].is_boolean()) return invalid_argument("manifest: {} allow_unverified must be true or false", where);
+    mm.allow_unverified = mj["allow_unverified"].get<bool>();
+  }
+  TENET_RETURN_IF_ERROR(get_uint<int>(mj, "verify_bits", 128, &mm.verify_bits, where.c_str()));
+  if (mm.verify_bits == 0 && !mm.allow_unverified) {
+    return invalid_argument(
+        "manifest: {} verify_bits 0 turns off the accelerator's result checks (INSECURE: a lying accelerator goes "
+        "unnoticed); it needs \"allow_unverified\": true",
+        where);
+  }
+  if (mm.verify_bits > 0 && mm.allow_unverified) {
+    return invalid_argument("manifest: {} allow_unverified is only meaningful with verify_bits 0", where);
+  }
+  TENET_RETURN_IF_ERROR(get_uint<int>(mj, "unblind_pool", 4096, &mm.unblind_pool, where.c_str()));
+  if (mj.contains("max_batch_size") && mm.max_batch_size > 1) {
+    return invalid_argument("manifest: {} is hybrid, which runs batch 1 (its shapes are fixed when compiled); "
+                            "max_batch_size must be 0 or 1", where);
+  }
+  mm.max_batch_size = 0;
+  return ok_status();
+}
+
 }  // namespace
+
+std::string ManifestModel::mode_claim() const {
+  return hybrid() ? "hybrid:" + std::to_string(verify_bits) : std::string("tee");
+}
+
+bool Manifest::any_hybrid() const {
+  for (const ManifestModel& m : models) {
+    if (m.hybrid()) return true;
+  }
+  return false;
+}
 
 Result<Manifest> parse_manifest(std::string_view text) {
   const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
@@ -53,7 +102,9 @@ Result<Manifest> parse_manifest(std::string_view text) {
   }
   if (j.contains("mode")) {
     if (!j["mode"].is_string() || j["mode"] != "tee") {
-      return unimplemented("manifest: mode must be \"tee\" (hybrid and mpc are not available yet)");
+      return unimplemented(
+          "manifest: the top-level mode must be \"tee\"; choose hybrid per model (\"mode\": \"hybrid\" in a model; mpc is "
+          "not available yet)");
     }
   }
   if (!j.contains("models") || !j["models"].is_array() || j["models"].empty() || j["models"].size() > 64) {
@@ -63,7 +114,9 @@ Result<Manifest> parse_manifest(std::string_view text) {
   for (const json& mj : j["models"]) {
     if (!mj.is_object()) return invalid_argument("manifest: each model must be an object");
     TENET_RETURN_IF_ERROR(check_keys(
-        mj, {"name", "package_digest", "key_resource", "max_batch_size", "max_queue_delay_us", "max_queue_requests"}, "a model"));
+        mj, {"name", "package_digest", "key_resource", "max_batch_size", "max_queue_delay_us", "max_queue_requests", "mode",
+             "verify_bits", "allow_unverified", "unblind_pool"},
+        "a model"));
     ManifestModel mm;
     if (!mj.contains("name") || !mj["name"].is_string() || !valid_name(mj["name"].get<std::string>())) {
       return invalid_argument("manifest: model name must be 1..128 of [A-Za-z0-9_.-]");
@@ -93,6 +146,7 @@ Result<Manifest> parse_manifest(std::string_view text) {
     TENET_RETURN_IF_ERROR(get_uint<uint64_t>(mj, "max_queue_delay_us", 10'000'000, &mm.max_queue_delay_us, where.c_str()));
     TENET_RETURN_IF_ERROR(get_uint<size_t>(mj, "max_queue_requests", 100000, &mm.max_queue_requests, where.c_str()));
     if (mm.max_queue_requests == 0) return invalid_argument("manifest: {} max_queue_requests must be at least 1", where);
+    TENET_RETURN_IF_ERROR(parse_model_mode(mj, where, mm));
     m.models.push_back(std::move(mm));
   }
   if (j.contains("server")) {

@@ -13,6 +13,8 @@
 #include "attest/platform.h"
 #include "attest/ratls.h"
 #include "crypto/crypto.h"
+#include "accel/accelerator.h"
+#include "enclave/hybrid_served_model.h"
 #include "enclave/manifest.h"
 #include "epc/epc_allocator.h"
 #include "epc/sealed_weight_store.h"
@@ -118,8 +120,33 @@ Result<uint64_t> planned_model_budget(const EnclaveOptions& o, const epc::Enclav
   return (limit - kPlannedIoReserveBytes) / std::max<size_t>(models, 1);
 }
 
+// The accelerator hybrid models share (untrusted, remote) and the in-enclave exact engine that
+// precomputes their unblinding terms (trusted code: tenet's CPU backend run in this process).
+struct HybridBackends {
+  std::shared_ptr<accel::Accelerator> accelerator;
+  std::shared_ptr<accel::Accelerator> trusted_linear;
+};
+
+Result<HybridBackends> open_hybrid_backends(const EnclaveOptions& o, const Manifest& manifest) {
+  HybridBackends b;
+  if (!manifest.any_hybrid()) {
+    if (!o.accelerator.empty()) return invalid_argument("--accelerator given, but the manifest has no hybrid model");
+    return b;
+  }
+  if (o.accelerator.empty()) return invalid_argument("the manifest has hybrid models: --accelerator unix:PATH is required");
+  if (o.accelerator.rfind("unix:", 0) != 0) return invalid_argument("--accelerator must be unix:PATH, got '{}'", o.accelerator);
+  auto remote = accel::connect_accelerator(o.accelerator);
+  if (!remote.ok()) return remote.status().with_context("connecting to the accelerator " + o.accelerator);
+  b.accelerator = std::shared_ptr<accel::Accelerator>(std::move(remote).value());
+  auto trusted = accel::make_cpu_accelerator(o.threads);
+  if (trusted.ok()) b.trusted_linear = std::shared_ptr<accel::Accelerator>(std::move(trusted).value());
+  log("hybrid models use the accelerator %s (untrusted: it sees blinded data only)", b.accelerator->name());
+  return b;
+}
+
 Result<std::shared_ptr<serving::ServedModel>> load_model(attest::Platform& platform, const EnclaveOptions& o,
-                                                         const ManifestModel& mm, uint64_t planned_budget_bytes) {
+                                                         const ManifestModel& mm, uint64_t planned_budget_bytes,
+                                                         const HybridBackends& hybrid) {
   const auto path = o.packages.find(mm.name);
   if (path == o.packages.end()) return invalid_argument("no --package given for model '{}'", mm.name);
   TENET_ASSIGN_OR_RETURN(seal::PackageReader reader, seal::PackageReader::open(path->second));
@@ -134,6 +161,19 @@ Result<std::shared_ptr<serving::ServedModel>> load_model(attest::Platform& platf
                          keybroker::fetch_resource(o.keybroker_url, mm.key_resource, o.platform, evidence));
   auto graph = reader.load_graph(key.view());
   if (!graph.ok()) return graph.status().with_context("model '" + mm.name + "'");
+  if (mm.hybrid()) {
+    if (planned_budget_bytes > 0) {
+      return invalid_argument("model '{}' is hybrid: --memory planned (weight streaming) applies to tee models only", mm.name);
+    }
+    HybridServedOptions ho;
+    ho.accelerator = hybrid.accelerator;
+    ho.trusted_linear = hybrid.trusted_linear;
+    ho.verify_bits = mm.verify_bits;
+    ho.unblind_pool = mm.unblind_pool;
+    ho.max_queue_requests = mm.max_queue_requests;
+    ho.threads = o.threads;
+    return load_hybrid_model(mm.name, *graph, ho);
+  }
   serving::EngineModelOptions eo;
   eo.max_batch_size = mm.max_batch_size;
   eo.max_queue_delay_us = mm.max_queue_delay_us;
@@ -184,6 +224,12 @@ nlohmann::json stats_event(const serving::ModelRepository& repo, const epc::Encl
   return ev;
 }
 
+nlohmann::json model_modes_json(const Manifest& m) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const ManifestModel& mm : m.models) j[mm.name] = mm.mode_claim();
+  return j;
+}
+
 void emit(const nlohmann::json& event) {
   std::printf("%s\n", event.dump().c_str());
   std::fflush(stdout);
@@ -214,11 +260,12 @@ int run_enclave(const EnclaveOptions& o) {
   if (!me.ok()) return fail(me.status());
 
   attest::RatlsClaimsInput claims;
-  claims.mode = manifest->mode;
+  claims.mode = manifest->any_hybrid() ? "hybrid" : manifest->mode;
   for (const auto& mm : manifest->models) {
     auto d = crypto::from_hex(mm.package_digest_hex);
     if (!d.ok()) return fail(d.status());
     claims.model_digests.push_back(*d);
+    claims.model_modes.push_back(mm.mode_claim());
   }
   const auto t0 = std::chrono::steady_clock::now();
   auto identity = load_or_create_identity(pf, o.identity_store, claims);
@@ -239,9 +286,11 @@ int run_enclave(const EnclaveOptions& o) {
   } else if (o.memory != "resident") {
     return fail(invalid_argument("--memory must be resident or planned, not '{}'", o.memory));
   }
+  auto hybrid = open_hybrid_backends(o, *manifest);
+  if (!hybrid.ok()) return fail(hybrid.status());
   auto repo = std::make_shared<serving::ModelRepository>();
   for (const auto& mm : manifest->models) {
-    auto model = load_model(pf, o, mm, planned_budget);
+    auto model = load_model(pf, o, mm, planned_budget, *hybrid);
     if (!model.ok()) return fail(model.status());
     const Status added = repo->add(*model);
     if (!added.ok()) return fail(added);
@@ -273,6 +322,7 @@ int run_enclave(const EnclaveOptions& o) {
         // host's EPC-aware scheduler admits enclaves by it (0 without EPC emulation).
         {"commit_bytes", epc_at_start.allocated_bytes},
         {"memory", o.memory},
+        {"modes", model_modes_json(*manifest)},
         {"epc_resident_limit_bytes", epc_at_start.resident_limit_bytes},
         {"epc_peak_resident_bytes", epc_at_start.peak_resident_bytes},
         {"epc_evictions", epc_at_start.evictions},

@@ -9,11 +9,19 @@
 //   3. for each model: get its model key from the owner's key broker (KBS flow: the broker checks
 //      a quote over a fresh nonce and an ephemeral key before it wraps the key to it), open the
 //      sealed package from untrusted disk, check its digest against the manifest, decrypt it
-//      layer by layer into enclave memory, compile it;
+//      layer by layer into enclave memory, compile it: in "tee" mode with the engine
+//      (serving::load_engine_model), in "hybrid" mode (the manifest's per-model mode) for the
+//      untrusted accelerator given by --accelerator (hybrid_served_model.h);
 //   4. serve KServe v2 (REST + gRPC) with TLS terminating here, on loopback ports the host relays
 //      to, and report {"event":"ready", ...} and periodic {"event":"stats", ...} (counts and
 //      latencies only) on stdout, the control channel to the host.
 // Nothing secret leaves: errors name what failed, never key or tensor bytes.
+//
+// The RA-TLS claims (attest/evidence.h) carry the model digests in manifest order, the per-model
+// modes beside them ("tenet-model-modes": "tee" or "hybrid:<verify_bits>") and the enclave's
+// mode ("tenet-mode": "hybrid" when any model is hybrid). All of it is also measured, through
+// the manifest, into MRENCLAVE: a policy that pins MRENCLAVE pins the modes; the claims make
+// them readable to a client that pins only MRSIGNER or the model digest.
 #pragma once
 
 #include <map>
@@ -43,6 +51,9 @@ struct EnclaveOptions {
   // (Vessels, needs epc_budget): each model is compiled for batch 1 with its weights streamed from
   // sealed untrusted memory, so that the enclave's steady state fits its EPC share.
   std::string memory = "resident";
+  // Hybrid models: the untrusted accelerator process (`tenet accelerator --listen unix:PATH`),
+  // "unix:PATH". Required when the manifest has a hybrid model, refused otherwise.
+  std::string accelerator;
   int stats_interval_ms = 1000;
 };
 

@@ -645,12 +645,22 @@ std::string server_metadata_json() {
   return j.dump();
 }
 
+// KServe OIP v2 allows "parameters" in the model metadata response; tenet puts the protection
+// mode there ({"mode": "hybrid", "verify_bits": 40}).
+static nlohmann::json protection_json(const ServedModel& model) {
+  const ProtectionInfo p = model.protection();
+  nlohmann::json j = {{"mode", p.mode}};
+  if (p.mode == "hybrid") j["verify_bits"] = p.verify_bits;
+  return j;
+}
+
 std::string model_metadata_json(const ServedModel& model) {
   nlohmann::json j = {{"name", model.name()},
                       {"versions", {model.version()}},
                       {"platform", model.platform()},
                       {"inputs", tensor_specs_json(model.inputs())},
-                      {"outputs", tensor_specs_json(model.outputs())}};
+                      {"outputs", tensor_specs_json(model.outputs())},
+                      {"parameters", protection_json(model)}};
   return j.dump();
 }
 
@@ -673,6 +683,13 @@ std::string model_config_json(const ServedModel& model) {
                       {"input", in},
                       {"output", out}};
   if (batched) j["dynamic_batching"] = {{"max_queue_delay_microseconds", model.max_queue_delay_us()}};
+  // Triton model_config parameters: map<string, {string_value}>.
+  nlohmann::json params = nlohmann::json::object();
+  const nlohmann::json protection = protection_json(model);
+  for (const auto& [k, v] : protection.items()) {
+    params[k] = {{"string_value", v.is_string() ? v.get<std::string>() : v.dump()}};
+  }
+  j["parameters"] = params;
   return j.dump();
 }
 

@@ -68,6 +68,13 @@ struct ModelStats {
   std::vector<BatchStat> batch_stats;  // ascending batch_size
 };
 
+// How a served model is protected (design.md, "Three ways to protect a model"): what KServe
+// metadata shows under "parameters" and what the enclave claims in its RA-TLS evidence.
+struct ProtectionInfo {
+  std::string mode = "tee";  // "tee": all in the enclave; "hybrid": linear layers on an untrusted accelerator
+  int verify_bits = 0;       // hybrid: Freivalds soundness of each outsourced result (0: unchecked, INSECURE)
+};
+
 class ServedModel {
  public:
   virtual ~ServedModel() = default;
@@ -89,6 +96,7 @@ class ServedModel {
   virtual ModelStats stats() const = 0;
   // The weight-streaming plan of a memory-bounded model (EngineModelOptions::streaming), or null.
   virtual const cpu::StreamingPlan* streaming_plan() const { return nullptr; }
+  virtual ProtectionInfo protection() const { return {}; }
 };
 
 // Checks a request's tensors against a model's specs: count, dtype, rank, fixed dims, one common

@@ -1,0 +1,57 @@
+// A hybrid-mode model behind the KServe front ends (trusted side): the glue between
+// serving::ServedModel (what the REST and gRPC handlers call) and hybrid::HybridModel (the
+// enclave side of hybrid mode: blinding, Freivalds checks, outsourced linear layers).
+//
+// It lives in the enclave runtime, not in src/serving or src/hybrid, so that tenet_serving stays
+// free of the accelerator and tenet_hybrid free of the serving layer; only the enclave, which
+// needs both, links both.
+//
+// Contract, as served:
+//   * Batch 1, fixed shapes. A HybridModel binds its input shapes when compiled; the model is
+//     compiled with every variable input dimension bound to 1, so max_batch_size() is 0 and the
+//     KServe metadata shows those fixed shapes. No dynamic batching.
+//   * One request at a time (pipeline depth 1: the hosts tenet runs on have two cores, and the
+//     accelerator is a separate process on them). HTTP / gRPC threads call infer() directly;
+//     at most max_queue_requests requests wait or run at once, beyond that infer() fails at once
+//     with kResourceExhausted (HTTP 503 / gRPC UNAVAILABLE), as the engine-backed model does.
+//   * Unblinding terms (W·r per outsourced layer, hybrid/mask_vault.h): `unblind_pool` of them
+//     per layer are precomputed at load. A background thread tops the pool back up to
+//     `unblind_pool`, one term per layer at a time, but ONLY while no request is in flight, so
+//     that refilling never competes with requests for the cores. When a burst drains the pool,
+//     requests do not fail: the missing W·r is computed inside the enclave on the request path
+//     (HybridOptions::allow_inline_masks; slower, counted as masks_inline in the stats).
+//   * A failing accelerator (killed, hung up, returning malformed or wrong products) fails the
+//     request with kResourceExhausted (HTTP 503 / gRPC UNAVAILABLE: the request was valid, the
+//     service cannot answer it now), the message naming the model and the hybrid runtime's cause
+//     (the layer, and e.g. "cannot connect to accelerator"); no output comes from a bad result.
+//     The model stays loaded and later requests try the accelerator again. Requests never hang
+//     on a dead accelerator: its socket closes, and the client's read or connect fails at once.
+//   * Leak hygiene as the engine-backed model: inputs are wiped after the run; the caller wipes
+//     the outputs once encoded.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "accel/accelerator.h"
+#include "core/status.h"
+#include "engine/ir/graph.h"
+#include "serving/model_repository.h"
+
+namespace tenet::enclave {
+
+struct HybridServedOptions {
+  std::string version = "1";
+  std::shared_ptr<accel::Accelerator> accelerator;     // untrusted (accel::connect_accelerator); required
+  std::shared_ptr<accel::Accelerator> trusted_linear;  // in-enclave exact engine for W·r (null: exact loops)
+  int verify_bits = 40;                                // 0: unverified (INSECURE); the manifest decides
+  int unblind_pool = 16;                               // precomputed unblinding terms per layer
+  size_t max_queue_requests = 64;
+  int threads = 0;  // enclave CPU threads (0: all cores)
+};
+
+// Compiles `graph` for hybrid mode and precomputes the pool. Errors name the model.
+Result<std::shared_ptr<serving::ServedModel>> load_hybrid_model(const std::string& name, const ir::Graph& graph,
+                                                                 const HybridServedOptions& options);
+
+}  // namespace tenet::enclave

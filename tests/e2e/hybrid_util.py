@@ -1,0 +1,53 @@
+"""A deployment that serves some models in hybrid mode (issue 5 item 6), for tests/e2e/test_hybrid_serving.py.
+
+HybridDeployment is tests/e2e/deployment.py's Deployment with per-model modes in the manifest: after
+the usual preparation (seal, manifest, measure, policy) it rewrites the manifest's entries of the
+hybrid models ("mode": "hybrid", verify_bits, a small unblinding pool; hybrid models run batch 1)
+and measures the enclave again, so that MRENCLAVE and the client policy cover the modes. `tenet
+serve` then starts the accelerator itself (--accelerator auto); the serving line it prints is kept
+in `serving_info` (its "accelerator" entry has the accelerator's pid, its "modes" the modes).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from deployment import Deployment, tenet_bin
+
+
+class HybridDeployment(Deployment):
+    def __init__(self, workdir: Path, tee_model: str, hybrid_model: str, verify_bits: int = 40, unblind_pool: int = 2,
+                 **kwargs):
+        super().__init__(workdir, tee_model, extra_models=(hybrid_model,), **kwargs)
+        self.tee_model, self.hybrid_model = tee_model, hybrid_model
+        self.verify_bits, self.unblind_pool = verify_bits, unblind_pool
+        self.serving_info: dict = {}
+
+    def prepare(self):
+        super().prepare()
+        manifest = json.loads(self.manifest.read_text())
+        for entry in manifest["models"]:
+            if entry["name"] == self.hybrid_model:
+                entry.pop("max_batch_size", None)
+                entry.update({"mode": "hybrid", "verify_bits": self.verify_bits, "unblind_pool": self.unblind_pool})
+        self.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+        out = self.run("measure", "--binary", tenet_bin(), "--config", str(self.manifest)).stdout
+        self.mrenclave = out.split()[0]
+        assert len(self.mrenclave) == 64, out
+        self.policy = self.write_policy("policy.json")
+        return self
+
+    def start(self, *args: str, ready_timeout: float = 300):
+        proc, info = super().start(*args, ready_timeout=ready_timeout)
+        if args and args[0] == "serve":
+            self.serving_info = info
+        return proc, info
+
+    def serve_args(self, *extra: str) -> list[str]:
+        """The arguments of a `tenet serve` for this deployment (for runs expected to fail)."""
+        packages = []
+        for name in self.models:
+            packages += ["--package", f"{name}={self.sealed[name][0]}"]
+        return ["serve", "--manifest", str(self.manifest), *packages, "--keybroker", getattr(self, "keybroker_url", "http://127.0.0.1:1"),
+                "--sim-dir", str(self.sim_dir), "--identity-store", str(self.dir / "identity-other.sealed"),
+                "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--metrics", "127.0.0.1:0", *extra]

@@ -1,0 +1,175 @@
+// HybridServedModel (enclave/hybrid_served_model.h): a hybrid model behind the KServe interface.
+// Outputs agree with the engine, metadata shows the mode, the unblinding pool refills while the
+// model is idle and a dry pool does not fail requests, a failing accelerator fails requests
+// cleanly (and the model recovers with it).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/cpu/compiled_model.h"
+#include "engine/onnx/importer.h"
+#include "enclave/hybrid_served_model.h"
+#include "hybrid/trusted_linear.h"
+#include "model_builder.h"
+#include "serving/kserve_rest.h"
+
+namespace tenet::enclave {
+namespace {
+
+using tenet::testing::ModelBuilder;
+
+// x [N, 3, 8, 8] -> Conv 3x3 (8) -> Relu -> GlobalAveragePool -> Flatten -> Gemm (5)
+ir::Graph small_graph() {
+  ModelBuilder b;
+  b.input("x", {-1, 3, 8, 8}).output("y");
+  b.random_initializer("w", {8, 3, 3, 3}, 0.5f);
+  b.random_initializer("b", {8}, 0.1f);
+  b.random_initializer("wg", {5, 8}, 0.5f);
+  b.random_initializer("bg", {5}, 0.1f);
+  auto& c = b.node("Conv", {"x", "w", "b"}, {"c"});
+  ModelBuilder::attr(c, "pads", std::vector<int64_t>{1, 1, 1, 1});
+  b.node("Relu", {"c"}, {"r"});
+  b.node("GlobalAveragePool", {"r"}, {"p"});
+  b.node("Flatten", {"p"}, {"f"});
+  auto& g = b.node("Gemm", {"f", "wg", "bg"}, {"y"});
+  ModelBuilder::attr(g, "transB", int64_t{1});
+  const std::string bytes = b.bytes();
+  auto graph = onnx_import::import_model_bytes(std::span<const std::byte>(reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()));
+  EXPECT_TRUE(graph.ok()) << graph.status().to_string();
+  return graph.ok() ? std::move(graph).value() : ir::Graph{};
+}
+
+// The exact loops, failing on demand (a killed or misbehaving accelerator process).
+class FlakyAccelerator final : public accel::Accelerator {
+ public:
+  std::string name() const override { return "flaky"; }
+  Result<int32_t> add_layer(const accel::LinearSpec& spec) override { return inner_.add_layer(spec); }
+  Status run(int32_t layer, const Shape& shape, std::span<const uint32_t> x, std::span<uint32_t> y) override {
+    if (fail.load()) return failed_precondition("accelerator connection lost");
+    return inner_.run(layer, shape, x, y);
+  }
+  std::atomic<bool> fail{false};
+
+ private:
+  hybrid::ExactLinear inner_;
+};
+
+Tensor input(uint32_t seed) {
+  return Tensor::from_vector<float>({1, 3, 8, 8}, tenet::testing::random_values(3 * 8 * 8, seed));
+}
+
+Tensor engine_output(const ir::Graph& g, const Tensor& x) {
+  cpu::CompileOptions o;
+  o.threads = 1;
+  auto m = cpu::compile_model(g, {{"x", {1, 3, 8, 8}}}, o);
+  EXPECT_TRUE(m.ok()) << m.status().to_string();
+  std::vector<ConstTensorView> views{x.view()};
+  std::vector<Tensor> out;
+  EXPECT_TRUE((*m)->run(views, out).ok());
+  return std::move(out[0]);
+}
+
+double relative_error(const Tensor& got, const Tensor& want) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double d = got.as<float>()[i] - want.as<float>()[i];
+    num += d * d;
+    den += static_cast<double>(want.as<float>()[i]) * want.as<float>()[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+struct Loaded {
+  std::shared_ptr<FlakyAccelerator> accel = std::make_shared<FlakyAccelerator>();
+  std::shared_ptr<serving::ServedModel> model;
+};
+
+Loaded load(const ir::Graph& g, int pool, size_t queue = 64) {
+  Loaded l;
+  HybridServedOptions o;
+  o.accelerator = l.accel;
+  o.trusted_linear = std::make_shared<hybrid::ExactLinear>();
+  o.verify_bits = 40;
+  o.unblind_pool = pool;
+  o.max_queue_requests = queue;
+  o.threads = 1;
+  auto m = load_hybrid_model("small", g, o);
+  EXPECT_TRUE(m.ok()) << m.status().to_string();
+  if (m.ok()) l.model = *m;
+  return l;
+}
+
+TEST(HybridServedModel, MatchesEngineAndShowsMode) {
+  const ir::Graph g = small_graph();
+  Loaded l = load(g, 2);
+  ASSERT_TRUE(l.model);
+  EXPECT_EQ(l.model->max_batch_size(), 0);
+  ASSERT_EQ(l.model->inputs().size(), 1u);
+  EXPECT_EQ(l.model->inputs()[0].shape, (Shape{1, 3, 8, 8}));
+  EXPECT_EQ(l.model->protection().mode, "hybrid");
+  EXPECT_EQ(l.model->protection().verify_bits, 40);
+  const std::string md_text = serving::model_metadata_json(*l.model), cfg_text = serving::model_config_json(*l.model);
+  SCOPED_TRACE(md_text + "\n" + cfg_text);
+  const auto md = nlohmann::json::parse(md_text);
+  EXPECT_EQ(md["parameters"]["mode"], "hybrid");
+  EXPECT_EQ(md["parameters"]["verify_bits"], 40);
+  const auto cfg = nlohmann::json::parse(cfg_text);
+  EXPECT_EQ(cfg["parameters"]["mode"]["string_value"], "hybrid");
+  EXPECT_EQ(cfg["max_batch_size"], 0);
+  // More requests than the pool holds, back to back: a dry pool costs time, not requests.
+  for (uint32_t seed = 1; seed <= 5; ++seed) {
+    const Tensor x = input(seed);
+    const Tensor want = engine_output(g, x);
+    std::vector<Tensor> in;
+    in.push_back(input(seed));
+    auto out = l.model->infer(std::move(in));
+    ASSERT_TRUE(out.ok()) << out.status().to_string();
+    ASSERT_EQ((*out)[0].shape(), want.shape());
+    EXPECT_LT(relative_error((*out)[0], want), 0.05) << "seed " << seed;
+  }
+  EXPECT_EQ(l.model->stats().success.count, 5u);
+}
+
+TEST(HybridServedModel, WrongShapeIsInvalidArgument) {
+  Loaded l = load(small_graph(), 1);
+  ASSERT_TRUE(l.model);
+  std::vector<Tensor> in;
+  in.push_back(Tensor::from_vector<float>({2, 3, 8, 8}, std::vector<float>(2 * 3 * 8 * 8, 0.f)));
+  auto out = l.model->infer(std::move(in));
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(HybridServedModel, FailingAcceleratorFailsRequestsCleanly) {
+  Loaded l = load(small_graph(), 4);
+  ASSERT_TRUE(l.model);
+  l.accel->fail = true;
+  std::vector<Tensor> in;
+  in.push_back(input(9));
+  auto out = l.model->infer(std::move(in));
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), StatusCode::kResourceExhausted);  // 503: the request was valid
+  EXPECT_NE(out.status().message().find("small"), std::string::npos) << out.status().to_string();
+  EXPECT_NE(out.status().message().find("accelerator connection lost"), std::string::npos) << out.status().to_string();
+  EXPECT_EQ(l.model->stats().fail.count, 1u);
+  // The accelerator comes back: so does the model.
+  l.accel->fail = false;
+  std::vector<Tensor> again;
+  again.push_back(input(9));
+  EXPECT_TRUE(l.model->infer(std::move(again)).ok());
+}
+
+TEST(HybridServedModel, NoAcceleratorIsRefused) {
+  HybridServedOptions o;
+  auto m = load_hybrid_model("small", small_graph(), o);
+  ASSERT_FALSE(m.ok());
+  EXPECT_EQ(m.status().code(), StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace tenet::enclave
