@@ -1,20 +1,25 @@
 // bench_accel: the CPU accelerator's exact int8 W·x mod p against oneDNN fp32 on the same layer.
 //
 // For ResNet-50 layer shapes (torchvision v1.5: stride on the 3x3) at batch N, prints the median
-// time of make_cpu_accelerator's run (plane split + im2col + u8·s8 GEMMs + mod-p combine, NCHW in
-// and out) and of oneDNN's fp32 convolution / inner product with the layouts it prefers (weights
-// reordered ahead, activations already blocked: the fp32 peer's best case), and their ratio.
+// time of oneDNN's fp32 convolution / inner product with the layouts it prefers (weights reordered
+// ahead, activations already blocked: the fp32 peer's best case) and of the CPU accelerator's run
+// (NCHW field elements in and out, planes split and combined), both with the im2col + GEMM path
+// only ("gemm") and with the direct int8 convolution where its self-test passes ("auto"), the
+// path "auto" took, the time add_layer took there (its self-test), and the ratios to fp32.
+// Every run's output is compared between the two accelerators.
 // Usage: bench_accel [batch=4] [repetitions=5] [threads=0]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "accel/accelerator.h"
+#include "accel/cpu_accelerator.h"
 
 namespace {
 
@@ -81,9 +86,13 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: bench_accel [batch>=1] [repetitions>=1] [threads>=0]\n");
     return 2;
   }
-  auto acc = tenet::accel::make_cpu_accelerator(threads);
-  if (!acc.ok()) {
-    std::fprintf(stderr, "bench_accel: %s\n", acc.status().to_string().c_str());
+  tenet::accel::CpuAcceleratorOptions options;
+  options.threads = threads;
+  auto acc = tenet::accel::make_cpu_accelerator(options);
+  options.direct_conv = false;
+  auto gemm_acc = tenet::accel::make_cpu_accelerator(options);
+  if (!acc.ok() || !gemm_acc.ok()) {
+    std::fprintf(stderr, "bench_accel: %s\n", (acc.ok() ? gemm_acc.status() : acc.status()).to_string().c_str());
     return 1;
   }
   const Layer layers[] = {
@@ -102,8 +111,9 @@ int main(int argc, char** argv) {
   std::mt19937_64 rng(1);
   std::printf("batch %lld, median of %d, %s accelerator, oneDNN fp32 peer\n", static_cast<long long>(batch), reps,
               (*acc)->name().c_str());
-  std::printf("%-26s %12s %12s %14s %8s\n", "layer", "GMAC", "fp32 ms", "exact int8 ms", "ratio");
-  double total_fp32 = 0, total_int8 = 0;
+  std::printf("%-26s %7s %9s %9s %9s %7s %7s %9s  %s\n", "layer", "GMAC", "fp32 ms", "gemm ms", "auto ms",
+              "gemm/f", "auto/f", "add ms", "auto path");
+  double total_fp32 = 0, total_gemm = 0, total_int8 = 0;
   for (const Layer& l : layers) {
     LinearSpec spec;
     spec.kind = l.kind;
@@ -124,20 +134,29 @@ int main(int argc, char** argv) {
     std::uniform_int_distribution<uint32_t> u(0, tenet::accel::kFieldPrime - 1);
     std::vector<uint32_t> x(static_cast<size_t>(tenet::numel(in))), y(static_cast<size_t>(tenet::numel(out)));
     for (uint32_t& v : x) v = u(rng);
+    const auto t_add = Clock::now();
     const int32_t id = (*acc)->add_layer(spec).value();
+    const double add_ms = std::chrono::duration<double, std::milli>(Clock::now() - t_add).count();
+    const int32_t gemm_id = (*gemm_acc)->add_layer(spec).value();
+    std::vector<uint32_t> y_gemm(y.size());
     bool ok = true;
     const double int8_ms = median_ms(reps, [&] { ok = ok && (*acc)->run(id, in, x, y).ok(); });
+    const double gemm_ms = median_ms(reps, [&] { ok = ok && (*gemm_acc)->run(gemm_id, in, x, y_gemm).ok(); });
     const double f32_ms = fp32_ms(l, batch, reps);
-    if (!ok) {
-      std::fprintf(stderr, "bench_accel: run failed on %s\n", l.name);
+    if (!ok || y != y_gemm) {
+      std::fprintf(stderr, "bench_accel: %s on %s\n", ok ? "gemm and auto paths differ" : "run failed", l.name);
       return 1;
     }
     const double gmac = static_cast<double>(tenet::numel(out)) * static_cast<double>(tenet::numel(spec.weight_shape)) /
                         static_cast<double>(spec.weight_shape[0]) / 1e9;
     total_fp32 += f32_ms;
+    total_gemm += gemm_ms;
     total_int8 += int8_ms;
-    std::printf("%-26s %12.3f %12.2f %14.2f %7.2fx\n", l.name, gmac, f32_ms, int8_ms, int8_ms / f32_ms);
+    const std::string path = tenet::accel::cpu_layer_path(**acc, id).value();
+    std::printf("%-26s %7.3f %9.2f %9.2f %9.2f %6.2fx %6.2fx %9.1f  %s\n", l.name, gmac, f32_ms, gemm_ms, int8_ms,
+                gemm_ms / f32_ms, int8_ms / f32_ms, add_ms, path.c_str());
   }
-  std::printf("%-26s %12s %12.2f %14.2f %7.2fx\n", "total", "", total_fp32, total_int8, total_int8 / total_fp32);
+  std::printf("%-26s %7s %9.2f %9.2f %9.2f %6.2fx %6.2fx\n", "total", "", total_fp32, total_gemm, total_int8,
+              total_gemm / total_fp32, total_int8 / total_fp32);
   return 0;
 }
