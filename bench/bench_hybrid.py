@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "tests" / "models"))
 
 
 def tenet_binary(arg: str | None) -> Path:
-    for cand in [arg, os.environ.get("TENET_BIN"), REPO / "build-hybrid" / "tenet", REPO / "build" / "tenet"]:
+    for cand in [arg, os.environ.get("TENET_BIN"), REPO / "build" / "tenet"]:
         if cand and Path(cand).exists():
             return Path(cand)
     sys.exit("bench_hybrid: no tenet binary (build it, or pass --tenet / TENET_BIN)")

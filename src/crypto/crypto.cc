@@ -279,23 +279,35 @@ Status aes256gcm_open_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan cip
   return ok_status();
 }
 
-Status aes256gcm_open_in_place(ByteSpan key, ByteSpan iv, ByteSpan aad, std::span<uint8_t> data, ByteSpan tag) {
+Status aes256gcm_open_from_untrusted(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan untrusted_ciphertext, ByteSpan tag,
+                                     std::span<uint8_t> out) {
   TENET_RETURN_IF_ERROR(check_gcm_args(key, iv));
   if (tag.size() != kAesGcmTagBytes) return invalid_argument("AES-GCM tag of {} bytes, expected {}", tag.size(), kAesGcmTagBytes);
-  if (data.size() > kMaxGcmInput) return out_of_range("AES-GCM message of {} bytes is too large", data.size());
+  if (untrusted_ciphertext.size() > kMaxGcmInput) return out_of_range("AES-GCM message of {} bytes is too large", untrusted_ciphertext.size());
+  if (out.size() != untrusted_ciphertext.size()) {
+    return invalid_argument("AES-GCM output buffer is {} bytes, expected {}", out.size(), untrusted_ciphertext.size());
+  }
   Owned<EVP_CIPHER_CTX> ctx(EVP_CIPHER_CTX_new());
   TENET_RETURN_IF_ERROR(gcm_begin(ctx.get(), key, iv, aad, 0));
-  if (Status s = gcm_update(ctx.get(), data, data.data()); !s.ok()) {
-    secure_wipe(data.data(), data.size());
-    return s;
+  constexpr size_t kPiece = 16 * 1024;  // stays in L1/L2 between the copy and the decryption
+  alignas(64) uint8_t bounce[kPiece];
+  for (size_t done = 0; done < untrusted_ciphertext.size();) {
+    const size_t n = std::min(kPiece, untrusted_ciphertext.size() - done);
+    std::memcpy(bounce, untrusted_ciphertext.data() + done, n);
+    int len = 0;
+    if (EVP_DecryptUpdate(ctx.get(), out.data() + done, &len, bounce, static_cast<int>(n)) != 1 || static_cast<size_t>(len) != n) {
+      secure_wipe(out.data(), out.size());
+      return ossl_error("AES-GCM update");
+    }
+    done += n;
   }
   int len = 0;
   uint8_t tag_copy[kAesGcmTagBytes];
   std::memcpy(tag_copy, tag.data(), kAesGcmTagBytes);
   if (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kAesGcmTagBytes, tag_copy) != 1 ||
-      EVP_DecryptFinal_ex(ctx.get(), data.data() + data.size(), &len) != 1) {
+      EVP_DecryptFinal_ex(ctx.get(), out.data() + out.size(), &len) != 1) {
     ERR_clear_error();
-    secure_wipe(data.data(), data.size());
+    secure_wipe(out.data(), out.size());
     return data_loss("AES-GCM authentication failed (tampered data or wrong key)");
   }
   return ok_status();

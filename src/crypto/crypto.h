@@ -93,9 +93,12 @@ Result<Bytes> aes256gcm_open(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan c
 Status aes256gcm_open_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext_and_tag,
                            std::span<uint8_t> out);
 
-// Decrypts `data` in place with a separate 16-byte tag (the caller has already copied both out
-// of untrusted memory); kDataLoss and `data` wiped when the tag does not verify.
-Status aes256gcm_open_in_place(ByteSpan key, ByteSpan iv, ByteSpan aad, std::span<uint8_t> data, ByteSpan tag);
+// Decrypts a ciphertext that lies in memory another party may rewrite concurrently (untrusted
+// memory) into `out`: each piece is first copied into a small private buffer and then decrypted
+// from it, so the bytes authenticated are exactly the bytes decrypted (no double fetch), at the
+// cost of an L1-resident copy. kDataLoss and `out` wiped when the tag does not verify.
+Status aes256gcm_open_from_untrusted(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan untrusted_ciphertext, ByteSpan tag,
+                                     std::span<uint8_t> out);
 
 // ---- elliptic-curve keys (ECDSA, ECDH) ----
 enum class Curve { kP256, kP384 };

@@ -82,13 +82,12 @@ Status SealedWeightStore::get(uint32_t id, std::span<std::byte> dst) {
   for (size_t c = 0; c < chunks; ++c) {
     const size_t off = c * kChunkBytes, n = std::min<size_t>(kChunkBytes, e->size - off);
     const uint8_t* sealed = e->sealed.data() + off + c * kTag;
-    // Copy first (no double fetch), then decrypt in place in enclave memory.
+    // Piece by piece through a private buffer (no double fetch), straight into enclave memory.
     uint8_t tag[kTag];
-    std::memcpy(out + off, sealed, n);
     std::memcpy(tag, sealed + n, kTag);
     const auto iv = chunk_iv(id, static_cast<uint32_t>(c));
     const auto aad = chunk_aad(store_id_, id, static_cast<uint32_t>(c), e->size);
-    Status s = crypto::aes256gcm_open_in_place(key_, iv, aad, std::span(out + off, n), tag);
+    Status s = crypto::aes256gcm_open_from_untrusted(key_, iv, aad, std::span(sealed, n), tag, std::span(out + off, n));
     if (!s.ok()) {
 #pragma omp critical(tenet_sealed_store_failure)
       if (failed_chunk < 0 || static_cast<int>(c) < failed_chunk) {
