@@ -93,7 +93,9 @@ TEST_P(StreamingTest, BitwiseEqualUnderABudgetAndWithinThePlan) {
       // Tiles aim at the target; a kernel's blocked layout may pad a tile a little beyond it.
       EXPECT_LE(p.ring_slot_bytes, 2 * cpu::ring_slot_target_bytes(budget, o.streaming.ring_slots));
     }
-    if (p.streamed_weight_bytes > 0) EXPECT_EQ(p.background_loading, GetParam() == cpu::StreamingOptions::Prefetch::kBackground);
+    if (p.streamed_weight_bytes > 0) {
+      EXPECT_EQ(p.background_loading, GetParam() == cpu::StreamingOptions::Prefetch::kBackground);
+    }
     for (int rep = 0; rep < 3; ++rep) EXPECT_EQ(run(**m), want);  // bitwise, and again (ring reuse)
   }
 }
@@ -166,7 +168,9 @@ TEST(Tiling, SplitsLargeLinearLayersAlongOutputs) {
     if (n.op_type != "Gemm" && n.op_type != "MatMul") continue;
     const ir::Value& w = g.value(n.inputs[1]);
     EXPECT_LE(w.constant.size_bytes(), (512u << 10) + 64 * 4096 * 4) << n.name;  // within one 64-column round-up
-    if (n.op_type == "Gemm") EXPECT_EQ(n.post_ops.size(), 1u) << "each tile keeps the fused Relu";
+    if (n.op_type == "Gemm") {
+      EXPECT_EQ(n.post_ops.size(), 1u) << "each tile keeps the fused Relu";
+    }
   }
   EXPECT_EQ(concats, 2);
   EXPECT_TRUE(g.validate().ok());
