@@ -119,6 +119,22 @@ int cmd_run_hybrid(const RunArgs& a) {
   return 0;
 }
 
+// What planned mode gives the model of `tenet run --enclave sim` (and what `tenet inspect --epc`
+// shows): the enclave's EPC less what the run itself keeps there, each input and an output of
+// the same size (a bound), page-rounded, and 1 MiB.
+struct PlannedBudget {
+  uint64_t io_bytes = 0;
+  uint64_t model_bytes = 0;
+};
+Result<PlannedBudget> planned_budget(uint64_t epc_bytes, const std::vector<size_t>& input_bytes, const std::string& epc_text) {
+  PlannedBudget b;
+  for (size_t n : input_bytes) b.io_bytes += 2 * tenet::align_up(n, 4096);
+  const uint64_t reserve = b.io_bytes + (uint64_t{1} << 20);
+  if (epc_bytes <= reserve) return tenet::invalid_argument("--epc {} leaves no room for the model", epc_text);
+  b.model_bytes = epc_bytes - reserve;
+  return b;
+}
+
 // `tenet run --enclave sim`: the model runs inside one sim enclave whose memory (weights, kernel
 // weight copies, activations, scratch) comes from an EPC-accounted, paged heap (src/epc). The
 // budget belongs to a private host segment for this run. Sim only: no hardware protection.
@@ -188,12 +204,12 @@ int cmd_run(const RunArgs& a) {
     store = std::move(st).value();
     const tenet::epc::EpcCounters c = enclave->memory->heap->counters();
     const uint64_t limit = c.resident_limit_bytes > 0 ? std::min(c.resident_limit_bytes, c.host_budget_bytes) : c.host_budget_bytes;
-    uint64_t io_bytes = 0;
-    for (const auto& [name, t] : feeds) io_bytes += 2 * tenet::align_up(t.size_bytes(), 4096);  // and a same-size output, as a bound
-    const uint64_t reserve = io_bytes + (uint64_t{1} << 20);
-    if (limit <= reserve) return fail(tenet::invalid_argument("--epc {} leaves no room for the model", a.epc));
+    std::vector<size_t> input_bytes;
+    for (const auto& [name, t] : feeds) input_bytes.push_back(t.size_bytes());
+    auto budget = planned_budget(limit, input_bytes, a.epc);
+    if (!budget.ok()) return fail(budget.status());
     options.streaming.store = store;
-    options.streaming.budget_bytes = limit - reserve;
+    options.streaming.budget_bytes = budget->model_bytes;
   }
   auto model = tenet::cpu::compile_model(std::move(*graph), shapes, options);
   if (!model.ok()) return fail(model.status());
@@ -322,16 +338,18 @@ double measure_load_rate(int threads) {
 }
 
 // `tenet inspect --epc BUDGET`: the plan of `tenet run --enclave sim --memory planned` (the same
-// budget rule: the EPC less twice the inputs and 1 MiB) beside what the naive mode would commit.
+// budget: planned_budget) beside what the naive mode would commit.
 int inspect_epc(const InspectArgs& a, tenet::ir::Graph graph, const std::map<std::string, Shape>& shapes) {
   auto budget = tenet::epc::parse_epc_size(a.epc);
   if (!budget.ok()) return fail(budget.status());
-  uint64_t io = 0;
-  for (const auto& [name, shape] : shapes) {
-    io += 2 * tenet::align_up(static_cast<size_t>(tenet::numel(shape)) * 4, 4096);
+  std::vector<size_t> input_bytes;
+  for (tenet::ir::ValueId id : graph.inputs) {
+    const auto& v = graph.value(id);
+    input_bytes.push_back(static_cast<size_t>(tenet::numel(shapes.at(v.name))) * tenet::dtype_size(v.dtype));
   }
-  const uint64_t reserve = io + (uint64_t{1} << 20);
-  if (*budget <= reserve) return fail(tenet::invalid_argument("--epc {} leaves no room for the model", a.epc));
+  auto plan_budget = planned_budget(*budget, input_bytes, a.epc);
+  if (!plan_budget.ok()) return fail(plan_budget.status());
+  const uint64_t io = plan_budget->io_bytes;
   // What naive mode commits: the imported weights, the kernels' copies, one buffer per activation.
   uint64_t imported = 0;
   for (const auto& v : graph.values) imported += v.is_constant() ? v.constant.size_bytes() : 0;
@@ -347,7 +365,7 @@ int inspect_epc(const InspectArgs& a, tenet::ir::Graph graph, const std::map<std
 
   tenet::cpu::CompileOptions o;
   o.streaming.store = tenet::cpu::make_plain_weight_store();
-  o.streaming.budget_bytes = *budget - reserve;
+  o.streaming.budget_bytes = plan_budget->model_bytes;
   auto model = tenet::cpu::compile_model(std::move(graph), shapes, o);
   if (!model.ok()) return fail(model.status());
   const auto& m = **model;

@@ -14,6 +14,7 @@
 #include "engine/cpu/compiled_model.h"
 #include "engine/onnx/importer.h"
 #include "enclave/hybrid_served_model.h"
+#include "hybrid/hybrid_test_util.h"
 #include "hybrid/trusted_linear.h"
 #include "model_builder.h"
 #include "serving/kserve_rest.h"
@@ -74,15 +75,7 @@ Tensor engine_output(const ir::Graph& g, const Tensor& x) {
   return std::move(out[0]);
 }
 
-double relative_error(const Tensor& got, const Tensor& want) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const double d = got.as<float>()[i] - want.as<float>()[i];
-    num += d * d;
-    den += static_cast<double>(want.as<float>()[i]) * want.as<float>()[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
+using hybrid::testing::relative_error;
 
 struct Loaded {
   std::shared_ptr<FlakyAccelerator> accel = std::make_shared<FlakyAccelerator>();

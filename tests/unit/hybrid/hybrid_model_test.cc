@@ -72,25 +72,8 @@ std::vector<Tensor> run_float(const ir::Graph& g, const std::map<std::string, Sh
   return out;
 }
 
-double relative_error(const Tensor& got, const Tensor& want) {
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    const double d = got.as<float>()[i] - want.as<float>()[i];
-    num += d * d;
-    den += static_cast<double>(want.as<float>()[i]) * want.as<float>()[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
-
-std::vector<int64_t> top1(const Tensor& logits) {
-  const int64_t classes = logits.shape().back(), rows = logits.numel() / classes;
-  std::vector<int64_t> out;
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* p = logits.as<float>() + r * classes;
-    out.push_back(std::max_element(p, p + classes) - p);
-  }
-  return out;
-}
+using testing::relative_error;
+using testing::top1;
 
 struct Fixture {
   ir::Graph graph;

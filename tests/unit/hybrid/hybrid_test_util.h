@@ -4,16 +4,40 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <vector>
 
 #include "accel/accelerator.h"
+#include "core/tensor.h"
 #include "hybrid/field.h"
 #include "hybrid/trusted_linear.h"
 
 namespace tenet::hybrid::testing {
+
+// ||got - want|| / ||want|| over float32 tensors of one shape.
+inline double relative_error(const Tensor& got, const Tensor& want) {
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    const double d = got.as<float>()[i] - want.as<float>()[i];
+    num += d * d;
+    den += static_cast<double>(want.as<float>()[i]) * want.as<float>()[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+// The arg-max class of each row of [rows, classes] logits.
+inline std::vector<int64_t> top1(const Tensor& logits) {
+  const int64_t classes = logits.shape().back(), rows = logits.numel() / classes;
+  std::vector<int64_t> out;
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* p = logits.as<float>() + r * classes;
+    out.push_back(std::max_element(p, p + classes) - p);
+  }
+  return out;
+}
 
 inline std::shared_ptr<accel::Accelerator> honest_accelerator() {
   auto cpu = accel::make_cpu_accelerator(2);
