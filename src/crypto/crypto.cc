@@ -1,10 +1,14 @@
 #include "crypto/crypto.h"
 
+#include "crypto/gcm_vaes.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
@@ -215,6 +219,29 @@ Status gcm_begin(EVP_CIPHER_CTX* ctx, ByteSpan key, ByteSpan iv, ByteSpan aad, i
   return ok_status();
 }
 
+// Which AES-GCM runs: 1 = tenet's VAES/AVX-512 code (gcm_vaes.h), 0 = OpenSSL's EVP, -1 = not yet
+// decided (VAES when the CPU has it, unless TENET_GCM=openssl).
+std::atomic<int> g_gcm_vaes{-1};
+
+bool use_vaes_gcm() {
+  int v = g_gcm_vaes.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* env = std::getenv("TENET_GCM");
+    v = gcm_vaes::supported() && !(env != nullptr && std::string_view(env) == "openssl") ? 1 : 0;
+    g_gcm_vaes.store(v, std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
+// Constant-time tag comparison; the decrypted text is wiped when the tag does not verify.
+Status check_tag(const uint8_t* expected, const uint8_t* computed, std::span<uint8_t> out) {
+  if (CRYPTO_memcmp(expected, computed, kAesGcmTagBytes) != 0) {
+    secure_wipe(out.data(), out.size());
+    return data_loss("AES-GCM authentication failed (tampered data or wrong key)");
+  }
+  return ok_status();
+}
+
 // Runs `in` through the cipher into `out` (same size). EVP takes int lengths: large messages go
 // in pieces.
 Status gcm_update(EVP_CIPHER_CTX* ctx, ByteSpan in, uint8_t* out) {
@@ -230,11 +257,34 @@ Status gcm_update(EVP_CIPHER_CTX* ctx, ByteSpan in, uint8_t* out) {
 
 }  // namespace
 
+std::string_view aes_gcm_backend() { return use_vaes_gcm() ? "vaes-avx512" : "openssl"; }
+
+Status set_aes_gcm_backend(std::string_view name) {
+  if (name == "openssl") {
+    g_gcm_vaes.store(0, std::memory_order_relaxed);
+  } else if (name == "vaes-avx512") {
+    if (!gcm_vaes::supported()) return failed_precondition("this CPU lacks AVX-512 VAES/VPCLMULQDQ");
+    g_gcm_vaes.store(1, std::memory_order_relaxed);
+  } else if (name == "auto") {
+    g_gcm_vaes.store(-1, std::memory_order_relaxed);
+  } else {
+    return invalid_argument("unknown AES-GCM backend '{}' (auto, vaes-avx512, openssl)", name);
+  }
+  return ok_status();
+}
+
 Status aes256gcm_seal_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan plaintext, std::span<uint8_t> out) {
   TENET_RETURN_IF_ERROR(check_gcm_args(key, iv));
   if (plaintext.size() > kMaxGcmInput) return out_of_range("AES-GCM message of {} bytes is too large", plaintext.size());
   if (out.size() != plaintext.size() + kAesGcmTagBytes) {
     return invalid_argument("AES-GCM output buffer is {} bytes, expected {}", out.size(), plaintext.size() + kAesGcmTagBytes);
+  }
+  if (use_vaes_gcm()) {
+    gcm_vaes::Context vaes;
+    vaes.start(key.data(), iv.data(), aad.data(), aad.size());
+    vaes.encrypt(plaintext.data(), out.data(), plaintext.size());
+    vaes.finish(out.data() + plaintext.size());
+    return ok_status();
   }
   Owned<EVP_CIPHER_CTX> ctx(EVP_CIPHER_CTX_new());
   TENET_RETURN_IF_ERROR(gcm_begin(ctx.get(), key, iv, aad, 1));
@@ -261,6 +311,15 @@ Status aes256gcm_open_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan cip
   const size_t n = ciphertext_and_tag.size() - kAesGcmTagBytes;
   if (n > kMaxGcmInput) return out_of_range("AES-GCM message of {} bytes is too large", n);
   if (out.size() != n) return invalid_argument("AES-GCM output buffer is {} bytes, expected {}", out.size(), n);
+  if (use_vaes_gcm()) {
+    uint8_t expected[kAesGcmTagBytes], computed[kAesGcmTagBytes];
+    std::memcpy(expected, ciphertext_and_tag.data() + n, kAesGcmTagBytes);
+    gcm_vaes::Context vaes;
+    vaes.start(key.data(), iv.data(), aad.data(), aad.size());
+    vaes.decrypt(ciphertext_and_tag.data(), out.data(), n);
+    vaes.finish(computed);
+    return check_tag(expected, computed, out);
+  }
   Owned<EVP_CIPHER_CTX> ctx(EVP_CIPHER_CTX_new());
   TENET_RETURN_IF_ERROR(gcm_begin(ctx.get(), key, iv, aad, 0));
   if (Status s = gcm_update(ctx.get(), ciphertext_and_tag.first(n), out.data()); !s.ok()) {
@@ -287,10 +346,24 @@ Status aes256gcm_open_from_untrusted(ByteSpan key, ByteSpan iv, ByteSpan aad, By
   if (out.size() != untrusted_ciphertext.size()) {
     return invalid_argument("AES-GCM output buffer is {} bytes, expected {}", out.size(), untrusted_ciphertext.size());
   }
-  Owned<EVP_CIPHER_CTX> ctx(EVP_CIPHER_CTX_new());
-  TENET_RETURN_IF_ERROR(gcm_begin(ctx.get(), key, iv, aad, 0));
+  if (use_vaes_gcm()) {
+    // tenet's GCM reads each ciphertext byte once and uses that one copy for both GHASH and
+    // decryption, so it runs straight off untrusted memory (no bounce copy, and the hardware
+    // prefetcher streams the ciphertext while the rounds run).
+    uint8_t expected[kAesGcmTagBytes], computed[kAesGcmTagBytes];
+    std::memcpy(expected, tag.data(), kAesGcmTagBytes);
+    gcm_vaes::Context vaes;
+    vaes.start(key.data(), iv.data(), aad.data(), aad.size());
+    vaes.decrypt(untrusted_ciphertext.data(), out.data(), untrusted_ciphertext.size());
+    vaes.finish(computed);
+    return check_tag(expected, computed, out);
+  }
+  // OpenSSL's GCM may read its input twice (GHASH and counter mode in separate passes), so each
+  // piece is first copied into private memory.
   constexpr size_t kPiece = 16 * 1024;  // stays in L1/L2 between the copy and the decryption
   alignas(64) uint8_t bounce[kPiece];
+  Owned<EVP_CIPHER_CTX> ctx(EVP_CIPHER_CTX_new());
+  TENET_RETURN_IF_ERROR(gcm_begin(ctx.get(), key, iv, aad, 0));
   for (size_t done = 0; done < untrusted_ciphertext.size();) {
     const size_t n = std::min(kPiece, untrusted_ciphertext.size() - done);
     std::memcpy(bounce, untrusted_ciphertext.data() + done, n);
