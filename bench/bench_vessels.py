@@ -57,6 +57,7 @@ def main():
     print("| model | mode | peak EPC MiB | load peak MiB | faults | evictions | streamed MiB/run | p50 ms | vs plain |")
     print("|---|---|---|---|---|---|---|---|---|")
     summary = []
+    store = None
     for name in args.models:
         ref = export_models.ensure_reference(name, 1)
         plain = run(args.tenet, ref, args.runs, args.threads, [])
@@ -75,6 +76,7 @@ def main():
             print(f"| {name} | {mode} | {mib(r.get('peak_epc_bytes'))} | {mib(r.get('load', {}).get('peak_epc_bytes'))} | "
                   f"{r.get('page_faults', '-')} | {r.get('evictions', '-')} | {mib(streamed)} | {r['latency_ms_p50']:.1f} | "
                   f"{ratio:.2f}x |")
+        store = store or rows["planned"].get("streaming", {}).get("store")
         if all("error" not in r for r in rows.values()):
             n, p = rows["naive"], rows["planned"]
             for key in [k for k in rows if k.startswith("planned")]:
@@ -84,6 +86,8 @@ def main():
                                 n["latency_ms_p50"] / plain["latency_ms_p50"]))
         sys.stdout.flush()
     print()
+    if store:
+        print(f"streamed weights come from: {store}")
     print("| model | peak EPC reduction (planned vs naive) | evictions naive -> planned | planned / plain | naive / plain |")
     print("|---|---|---|---|---|")
     for name, red, ne, pe, pr, nr in summary:

@@ -393,9 +393,10 @@ int inspect_epc(const InspectArgs& a, tenet::ir::Graph graph, const std::map<std
   std::printf("  ring               %8.1f MiB (%d slots x %.1f MiB)\n", mib(p.ring_slot_bytes * static_cast<uint64_t>(p.ring_slots)),
               p.ring_slots, mib(p.ring_slot_bytes));
   std::printf("  tiled layers       %8d (linear layers split along outputs to fit a slot)\n", p.tiled_layers);
-  std::printf("  streamed per run   %8.1f MiB -> about %.1f ms of AES-GCM loading at %.1f GB/s (measured here, %d threads)\n",
+  const std::string gcm(tenet::crypto::aes_gcm_backend());
+  std::printf("  streamed per run   %8.1f MiB -> about %.1f ms of AES-GCM loading at %.1f GB/s (measured here, %d threads, %s)\n",
               mib(p.streamed_weight_bytes), rate > 0 ? 1e3 * static_cast<double>(p.streamed_weight_bytes) / rate : 0.0, rate / 1e9,
-              m.threads());
+              m.threads(), gcm.c_str());
   std::printf("  expected paging    %8s\n", p.planned_peak_bytes <= p.budget_bytes ? "none" : "yes");
   std::printf("naive (what the baselines commit): %.1f MiB = imported weights %.1f + kernel copies %.1f + activations %.1f "
               "(one buffer each) + scratchpad and I/O\n",

@@ -110,7 +110,9 @@ uint64_t SealedWeightStore::stored_bytes() const {
   return stored_bytes_;
 }
 
-std::string SealedWeightStore::describe() const { return "AES-256-GCM in untrusted memory"; }
+std::string SealedWeightStore::describe() const {
+  return fmt::format("AES-256-GCM ({}) in untrusted memory", crypto::aes_gcm_backend());
+}
 
 std::span<uint8_t> SealedWeightStore::untrusted_entry(uint32_t id) {
   std::lock_guard lock(mu_);
