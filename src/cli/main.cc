@@ -307,6 +307,8 @@ int cmd_run(const RunArgs& a) {
                         {"streamed_weight_bytes", sp.streamed_weight_bytes},
                         {"ring_slots", sp.ring_slots},
                         {"ring_slot_bytes", sp.ring_slot_bytes},
+                        {"streamed_in_pieces_bytes", sp.streamed_in_pieces_bytes},
+                        {"piece_buffer_bytes", sp.piece_buffer_bytes},
                         {"tiled_layers", sp.tiled_layers},
                         {"store", store->describe()},
                         {"store_bytes", store->stored_bytes()}};
@@ -328,7 +330,7 @@ double measure_load_rate(int threads) {
   auto store = tenet::epc::SealedWeightStore::create();
   if (!store.ok()) return 0;
   std::vector<std::byte> data(16 << 20, std::byte{1});
-  auto id = (*store)->put(data);
+  auto id = (*store)->put(data, 0);
   if (!id.ok()) return 0;
   omp_set_num_threads(threads);
   (void)(*store)->get(*id, data);
@@ -373,15 +375,23 @@ int inspect_epc(const InspectArgs& a, tenet::ir::Graph graph, const std::map<std
   auto mib = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
   std::printf("model: %s\nEPC budget %s = %.1f MiB; the model's share %.1f MiB (less inputs/outputs and 1 MiB)\n\n", a.model.c_str(),
               a.epc.c_str(), mib(*budget), mib(p.budget_bytes));
-  std::vector<bool> streamed_step(m.steps().size(), false);
+  std::vector<std::string> where_step(m.steps().size(), "resident");
   for (const auto& pl : p.placements) {
-    if (pl.streamed) streamed_step[static_cast<size_t>(pl.step)] = true;
+    if (!pl.streamed) continue;
+    std::string& w = where_step[static_cast<size_t>(pl.step)];
+    if (!pl.in_pieces) {
+      w = "streamed (ring)";
+    } else if (pl.resident_bytes == 0) {
+      w = "streamed (pieces)";
+    } else {
+      w = fmt::format("streamed (pieces; first {:.1f} MiB resident)", mib(pl.resident_bytes));
+    }
   }
   std::printf("%-5s %-36s %-12s %12s %12s  %s\n", "step", "node", "op", "act. KiB", "weight KiB", "weights");
   for (size_t i = 0; i < m.steps().size(); ++i) {
     const auto& s = m.steps()[i];
     std::string node = s.node.size() > 36 ? "..." + s.node.substr(s.node.size() - 33) : s.node;
-    const char* where = s.weight_bytes == 0 ? "" : streamed_step[i] ? "streamed (ring)" : "resident";
+    const char* where = s.weight_bytes == 0 ? "" : where_step[i].c_str();
     std::printf("%-5zu %-36s %-12s %12.1f %12.1f  %s\n", i, node.c_str(), s.op_type.c_str(), s.activation_bytes / 1024.0,
                 s.weight_bytes / 1024.0, where);
   }
@@ -392,6 +402,8 @@ int inspect_epc(const InspectArgs& a, tenet::ir::Graph graph, const std::map<std
   std::printf("  resident weights   %8.1f MiB (kept: small first)\n", mib(p.resident_weight_bytes + p.constant_bytes));
   std::printf("  ring               %8.1f MiB (%d slots x %.1f MiB)\n", mib(p.ring_slot_bytes * static_cast<uint64_t>(p.ring_slots)),
               p.ring_slots, mib(p.ring_slot_bytes));
+  std::printf("  piece buffers      %8.1f MiB (one piece per thread: matrix-vector weights decrypted piece by piece)\n",
+              mib(p.piece_buffer_bytes));
   std::printf("  tiled layers       %8d (linear layers split along outputs to fit a slot)\n", p.tiled_layers);
   const std::string gcm(tenet::crypto::aes_gcm_backend());
   std::printf("  streamed per run   %8.1f MiB -> about %.1f ms of AES-GCM loading at %.1f GB/s (measured here, %d threads, %s)\n",

@@ -11,7 +11,7 @@ namespace {
 
 constexpr size_t kTag = crypto::kAesGcmTagBytes;
 
-size_t chunk_count(uint64_t size) { return static_cast<size_t>((size + SealedWeightStore::kChunkBytes - 1) / SealedWeightStore::kChunkBytes); }
+size_t chunk_count(uint64_t size, uint64_t chunk_bytes) { return static_cast<size_t>((size + chunk_bytes - 1) / chunk_bytes); }
 
 std::array<uint8_t, 12> chunk_iv(uint32_t id, uint32_t chunk) {
   std::array<uint8_t, 12> iv{};
@@ -20,12 +20,15 @@ std::array<uint8_t, 12> chunk_iv(uint32_t id, uint32_t chunk) {
   return iv;
 }
 
-std::array<uint8_t, 32> chunk_aad(const std::array<uint8_t, 16>& store, uint32_t id, uint32_t chunk, uint64_t size) {
-  std::array<uint8_t, 32> aad{};
+// Binds the store, the entry, the chunk's index, and the entry's size and chunking.
+std::array<uint8_t, 40> chunk_aad(const std::array<uint8_t, 16>& store, uint32_t id, uint32_t chunk, uint64_t size,
+                                  uint64_t chunk_bytes) {
+  std::array<uint8_t, 40> aad{};
   std::memcpy(aad.data(), store.data(), 16);
   std::memcpy(aad.data() + 16, &id, 4);
   std::memcpy(aad.data() + 20, &chunk, 4);
   std::memcpy(aad.data() + 24, &size, 8);
+  std::memcpy(aad.data() + 32, &chunk_bytes, 8);
   return aad;
 }
 
@@ -40,10 +43,13 @@ Result<std::shared_ptr<SealedWeightStore>> SealedWeightStore::create() {
 
 SealedWeightStore::~SealedWeightStore() { explicit_bzero(key_.data(), key_.size()); }
 
-Result<uint32_t> SealedWeightStore::put(std::span<const std::byte> data) {
+Result<uint32_t> SealedWeightStore::put(std::span<const std::byte> data, uint64_t piece_bytes) {
   auto e = std::make_unique<Entry>();
   e->size = data.size();
-  const size_t chunks = chunk_count(data.size());
+  e->chunk_bytes = piece_bytes > 0 ? piece_bytes : kChunkBytes;
+  if (e->chunk_bytes > (uint64_t{1} << 32)) return invalid_argument("sealed weight store: pieces of {} bytes", piece_bytes);
+  const size_t chunks = chunk_count(data.size(), e->chunk_bytes);
+  if (chunks > UINT32_MAX) return invalid_argument("sealed weight store: {} chunks in one entry", chunks);
   e->sealed.resize(data.size() + chunks * kTag);
   uint32_t id = 0;
   {
@@ -52,10 +58,11 @@ Result<uint32_t> SealedWeightStore::put(std::span<const std::byte> data) {
     entries_.push_back(nullptr);  // reserves the id
   }
   const auto* src = reinterpret_cast<const uint8_t*>(data.data());
+  const uint64_t cb = e->chunk_bytes;
   for (size_t c = 0; c < chunks; ++c) {
-    const size_t off = c * kChunkBytes, n = std::min<size_t>(kChunkBytes, data.size() - off);
+    const size_t off = c * cb, n = std::min<size_t>(cb, data.size() - off);
     const auto iv = chunk_iv(id, static_cast<uint32_t>(c));
-    const auto aad = chunk_aad(store_id_, id, static_cast<uint32_t>(c), e->size);
+    const auto aad = chunk_aad(store_id_, id, static_cast<uint32_t>(c), e->size, cb);
     TENET_RETURN_IF_ERROR(crypto::aes256gcm_seal_into(key_, iv, aad, std::span(src + off, n),
                                                       std::span(e->sealed.data() + off + c * kTag, n + kTag)));
   }
@@ -65,29 +72,31 @@ Result<uint32_t> SealedWeightStore::put(std::span<const std::byte> data) {
   return id;
 }
 
+Result<const SealedWeightStore::Entry*> SealedWeightStore::entry(uint32_t id) const {
+  std::lock_guard lock(mu_);
+  if (id >= entries_.size() || !entries_[id]) return not_found("sealed weight store: no entry {}", id);
+  return entries_[id].get();
+}
+
+Status SealedWeightStore::open_chunk(uint32_t id, const Entry& e, size_t chunk, uint8_t* out) const {
+  const size_t off = chunk * e.chunk_bytes, n = std::min<size_t>(e.chunk_bytes, e.size - off);
+  const uint8_t* sealed = e.sealed.data() + off + chunk * kTag;
+  const auto iv = chunk_iv(id, static_cast<uint32_t>(chunk));
+  const auto aad = chunk_aad(store_id_, id, static_cast<uint32_t>(chunk), e.size, e.chunk_bytes);
+  return crypto::aes256gcm_open_from_untrusted(key_, iv, aad, std::span(sealed, n), std::span(sealed + n, kTag), std::span(out, n));
+}
+
 Status SealedWeightStore::get(uint32_t id, std::span<std::byte> dst) {
-  const Entry* e = nullptr;
-  {
-    std::lock_guard lock(mu_);
-    if (id >= entries_.size() || !entries_[id]) return not_found("sealed weight store: no entry {}", id);
-    e = entries_[id].get();
-  }
+  TENET_ASSIGN_OR_RETURN(const Entry* e, entry(id));
   if (dst.size() != e->size) return invalid_argument("sealed weight store: entry {} has {} bytes, not {}", id, e->size, dst.size());
-  const size_t chunks = chunk_count(e->size);
+  const size_t chunks = chunk_count(e->size, e->chunk_bytes);
   auto* out = reinterpret_cast<uint8_t*>(dst.data());
   int failed_chunk = -1;
   Status failure;
   // Small entries on the calling thread; large ones split over the OpenMP team.
 #pragma omp parallel for schedule(static) if (chunks > 1)
   for (size_t c = 0; c < chunks; ++c) {
-    const size_t off = c * kChunkBytes, n = std::min<size_t>(kChunkBytes, e->size - off);
-    const uint8_t* sealed = e->sealed.data() + off + c * kTag;
-    // Piece by piece through a private buffer (no double fetch), straight into enclave memory.
-    uint8_t tag[kTag];
-    std::memcpy(tag, sealed + n, kTag);
-    const auto iv = chunk_iv(id, static_cast<uint32_t>(c));
-    const auto aad = chunk_aad(store_id_, id, static_cast<uint32_t>(c), e->size);
-    Status s = crypto::aes256gcm_open_from_untrusted(key_, iv, aad, std::span(sealed, n), tag, std::span(out + off, n));
+    Status s = open_chunk(id, *e, c, out + c * e->chunk_bytes);
     if (!s.ok()) {
 #pragma omp critical(tenet_sealed_store_failure)
       if (failed_chunk < 0 || static_cast<int>(c) < failed_chunk) {
@@ -102,6 +111,21 @@ Status SealedWeightStore::get(uint32_t id, std::span<std::byte> dst) {
                      id, failed_chunk, failure.message());
   }
   bytes_decrypted_.fetch_add(e->size, std::memory_order_relaxed);
+  return ok_status();
+}
+
+Status SealedWeightStore::get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) {
+  TENET_ASSIGN_OR_RETURN(const Entry* e, entry(id));
+  const uint64_t off = piece * e->chunk_bytes;
+  if (off >= e->size || dst.size() != std::min<uint64_t>(e->chunk_bytes, e->size - off)) {
+    return invalid_argument("sealed weight store: entry {} has no piece {} of {} bytes", id, piece, dst.size());
+  }
+  Status s = open_chunk(id, *e, static_cast<size_t>(piece), reinterpret_cast<uint8_t*>(dst.data()));
+  if (!s.ok()) {
+    return data_loss("sealed weight store: entry {} chunk {} failed authentication (tampered or replaced in untrusted memory): {}",
+                     id, piece, s.message());
+  }
+  bytes_decrypted_.fetch_add(dst.size(), std::memory_order_relaxed);
   return ok_status();
 }
 

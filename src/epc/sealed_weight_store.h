@@ -10,11 +10,12 @@
 // failing (kDataLoss, naming the entry and chunk). The ciphertext lives in ordinary process
 // memory, outside the enclave heap: it costs no EPC.
 //
-// Loading (get) copies a chunk's ciphertext into its place in the destination (enclave memory)
-// before decrypting it there, so the bytes that are authenticated are the bytes that are
-// decrypted even if the host rewrites the untrusted copy concurrently (no double fetch). Chunks
-// load in parallel on the calling thread's OpenMP team; chunks are small enough to stay in L2
-// between the copy and the decryption.
+// An entry put with piece_bytes > 0 is chunked at that size instead, so that a kernel can take
+// it piece by piece (get_piece: one chunk, decrypted straight into the caller's L2-sized buffer).
+//
+// Loading decrypts with crypto::aes256gcm_open_from_untrusted, which authenticates exactly the
+// bytes it decrypts even if the host rewrites the untrusted copy concurrently (no double fetch).
+// get() loads chunks in parallel on the calling thread's OpenMP team.
 #pragma once
 
 #include <array>
@@ -37,8 +38,9 @@ class SealedWeightStore final : public cpu::WeightStore {
   static Result<std::shared_ptr<SealedWeightStore>> create();
   ~SealedWeightStore() override;
 
-  Result<uint32_t> put(std::span<const std::byte> data) override;
+  Result<uint32_t> put(std::span<const std::byte> data, uint64_t piece_bytes) override;
   Status get(uint32_t id, std::span<std::byte> dst) override;
+  Status get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) override;
   uint64_t stored_bytes() const override;
   std::string describe() const override;
 
@@ -51,8 +53,11 @@ class SealedWeightStore final : public cpu::WeightStore {
   SealedWeightStore() = default;
   struct Entry {
     uint64_t size = 0;
+    uint64_t chunk_bytes = kChunkBytes;
     std::vector<uint8_t> sealed;  // untrusted: per chunk, ciphertext then tag
   };
+  Result<const Entry*> entry(uint32_t id) const;
+  Status open_chunk(uint32_t id, const Entry& e, size_t chunk, uint8_t* out) const;
   std::array<uint8_t, 32> key_{};
   std::array<uint8_t, 16> store_id_{};
   mutable std::mutex mu_;  // guards entries_ (the vector, not the sealed bytes)

@@ -3,6 +3,9 @@
 // outputs as the unbounded one, keeps within its plan, and refuses budgets it cannot meet.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
+
 #include <atomic>
 #include <cstring>
 
@@ -20,7 +23,7 @@ using testing::ModelBuilder;
 // -> fc(4096 -> 1000, no transB, MatMul) : weights 0.007 + 0.15 + 1.0 + 16.4 MB.
 std::string model_bytes() {
   ModelBuilder b;
-  b.input("x", {1, 3, 16, 16});
+  b.input("x", {-1, 3, 16, 16});
   b.random_initializer("w1", {64, 3, 3, 3}, 0.2f);
   b.random_initializer("b1", {64}, 0.1f);
   b.random_initializer("w2", {64, 64, 3, 3}, 0.05f);
@@ -48,9 +51,9 @@ ir::Graph import(const std::string& bytes) {
   return std::move(g).value();
 }
 
-std::vector<float> run(cpu::CompiledModel& m) {
-  const auto values = testing::random_values(3 * 16 * 16, 7);
-  Tensor x = Tensor::from_vector<float>({1, 3, 16, 16}, values);
+std::vector<float> run(cpu::CompiledModel& m, int64_t batch = 1) {
+  const auto values = testing::random_values(static_cast<size_t>(batch) * 3 * 16 * 16, 7);
+  Tensor x = Tensor::from_vector<float>({batch, 3, 16, 16}, values);
   std::vector<ConstTensorView> in{x.view()};
   std::vector<Tensor> out;
   Status s = m.run(in, out);
@@ -61,42 +64,57 @@ std::vector<float> run(cpu::CompiledModel& m) {
 
 class StreamingTest : public ::testing::TestWithParam<cpu::StreamingOptions::Prefetch> {};
 
+// Batch 1: the fc layers are matrix-vector products (tenet_gemv) whose weights stream piece by
+// piece, untiled. Batch 2: they are oneDNN matmuls, tiled to fit ring slots.
 TEST_P(StreamingTest, BitwiseEqualUnderABudgetAndWithinThePlan) {
   const std::string bytes = model_bytes();
-  cpu::CompileOptions plain;
-  plain.threads = 2;
-  auto full = cpu::compile_model(import(bytes), {}, plain);
-  ASSERT_TRUE(full.ok()) << full.status().to_string();
-  const std::vector<float> want = run(**full);
-  ASSERT_FALSE(want.empty());
+  for (int64_t batch : {1, 2}) {
+    SCOPED_TRACE(batch);
+    const std::map<std::string, Shape> shapes = {{"x", {batch, 3, 16, 16}}};
+    cpu::CompileOptions plain;
+    plain.threads = 2;
+    auto full = cpu::compile_model(import(bytes), shapes, plain);
+    ASSERT_TRUE(full.ok()) << full.status().to_string();
+    const std::vector<float> want = run(**full, batch);
+    ASSERT_FALSE(want.empty());
+    const auto& steps = (*full)->steps();
+    const bool gemv = std::any_of(steps.begin(), steps.end(), [](const auto& st) { return st.kernel == "tenet_gemv"; });
+    EXPECT_EQ(gemv, batch == 1);
 
-  for (uint64_t budget : {uint64_t{64} << 20, uint64_t{12} << 20, uint64_t{6} << 20}) {
-    SCOPED_TRACE(budget);
-    cpu::CompileOptions o = plain;
-    auto store = cpu::make_plain_weight_store();
-    o.streaming.store = store;
-    o.streaming.budget_bytes = budget;
-    o.streaming.prefetch = GetParam();
-    auto m = cpu::compile_model(import(bytes), {}, o);
-    ASSERT_TRUE(m.ok()) << m.status().to_string();
-    const cpu::StreamingPlan& p = (*m)->streaming_plan();
-    EXPECT_TRUE(p.enabled);
-    EXPECT_LE(p.planned_peak_bytes, budget);
-    EXPECT_EQ(p.planned_peak_bytes, p.arena_bytes + p.scratchpad_bytes + p.constant_bytes + p.resident_weight_bytes +
-                                        p.ring_slot_bytes * static_cast<uint64_t>(p.ring_slots));
-    if (budget == (uint64_t{64} << 20)) {
-      EXPECT_EQ(p.streamed_weight_bytes, 0u);  // everything fits: nothing is loaded per run
-      EXPECT_EQ(p.tiled_layers, 0);            // 16 MB per slot: no layer is larger
-    } else {
-      EXPECT_GT(p.streamed_weight_bytes, 0u);
-      EXPECT_GT(p.tiled_layers, 0);  // the 16.4 MB MatMul exceeds a slot of budget/8
-      // Tiles aim at the target; a kernel's blocked layout may pad a tile a little beyond it.
-      EXPECT_LE(p.ring_slot_bytes, 2 * cpu::ring_slot_target_bytes(budget, o.streaming.ring_slots));
+    for (uint64_t budget : {uint64_t{64} << 20, uint64_t{12} << 20, uint64_t{6} << 20}) {
+      SCOPED_TRACE(budget);
+      cpu::CompileOptions o = plain;
+      auto store = cpu::make_plain_weight_store();
+      o.streaming.store = store;
+      o.streaming.budget_bytes = budget;
+      o.streaming.prefetch = GetParam();
+      auto m = cpu::compile_model(import(bytes), shapes, o);
+      ASSERT_TRUE(m.ok()) << m.status().to_string();
+      const cpu::StreamingPlan& p = (*m)->streaming_plan();
+      EXPECT_TRUE(p.enabled);
+      EXPECT_LE(p.planned_peak_bytes, budget);
+      EXPECT_EQ(p.planned_peak_bytes, p.arena_bytes + p.scratchpad_bytes + p.constant_bytes + p.resident_weight_bytes +
+                                          p.ring_slot_bytes * static_cast<uint64_t>(p.ring_slots) + p.piece_buffer_bytes);
+      if (budget == (uint64_t{64} << 20)) {
+        EXPECT_EQ(p.streamed_weight_bytes, 0u);  // everything fits: nothing is loaded per run
+        EXPECT_EQ(p.tiled_layers, 0);            // 16 MB per slot: no layer is larger
+      } else if (batch == 1) {
+        EXPECT_GT(p.streamed_in_pieces_bytes, 0u);  // the 16.4 MB MatMul, piece by piece
+        EXPECT_EQ(p.tiled_layers, 0);
+        EXPECT_GT(p.piece_buffer_bytes, 0u);
+        EXPECT_LE(p.piece_buffer_bytes, 2u * 512 * 1024);  // one piece of whole rows per thread
+      } else {
+        EXPECT_GT(p.streamed_weight_bytes, 0u);
+        EXPECT_EQ(p.streamed_in_pieces_bytes, 0u);
+        EXPECT_GT(p.tiled_layers, 0);  // the 16.4 MB MatMul exceeds a slot of budget/8
+        // Tiles aim at the target; a kernel's blocked layout may pad a tile a little beyond it.
+        EXPECT_LE(p.ring_slot_bytes, 2 * cpu::ring_slot_target_bytes(budget, o.streaming.ring_slots));
+      }
+      if (p.streamed_weight_bytes > p.streamed_in_pieces_bytes) {
+        EXPECT_EQ(p.background_loading, GetParam() == cpu::StreamingOptions::Prefetch::kBackground);
+      }
+      for (int rep = 0; rep < 3; ++rep) EXPECT_EQ(run(**m, batch), want);  // bitwise, and again (buffer reuse)
     }
-    if (p.streamed_weight_bytes > 0) {
-      EXPECT_EQ(p.background_loading, GetParam() == cpu::StreamingOptions::Prefetch::kBackground);
-    }
-    for (int rep = 0; rep < 3; ++rep) EXPECT_EQ(run(**m), want);  // bitwise, and again (ring reuse)
   }
 }
 
@@ -105,7 +123,7 @@ TEST(Streaming, RefusesABudgetBelowTheArena) {
   o.threads = 1;
   o.streaming.store = cpu::make_plain_weight_store();
   o.streaming.budget_bytes = 64 * 1024;
-  auto m = cpu::compile_model(import(model_bytes()), {}, o);
+  auto m = cpu::compile_model(import(model_bytes()), {{"x", {1, 3, 16, 16}}}, o);
   ASSERT_FALSE(m.ok());
   EXPECT_EQ(m.status().code(), StatusCode::kResourceExhausted);
   EXPECT_NE(m.status().message().find("budget"), std::string::npos) << m.status().message();
@@ -114,10 +132,14 @@ TEST(Streaming, RefusesABudgetBelowTheArena) {
 // A store that hands back other bytes than it was given: the model must not run on them silently.
 class FailingStore final : public cpu::WeightStore {
  public:
-  Result<uint32_t> put(std::span<const std::byte> data) override { return inner_->put(data); }
+  Result<uint32_t> put(std::span<const std::byte> data, uint64_t piece_bytes) override { return inner_->put(data, piece_bytes); }
   Status get(uint32_t id, std::span<std::byte> dst) override {
     if (fail_) return data_loss("entry {} failed authentication", id);
     return inner_->get(id, dst);
+  }
+  Status get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) override {
+    if (fail_) return data_loss("entry {} piece {} failed authentication", id, piece);
+    return inner_->get_piece(id, piece, dst);
   }
   uint64_t stored_bytes() const override { return inner_->stored_bytes(); }
   std::string describe() const override { return "failing"; }
@@ -134,7 +156,7 @@ TEST_P(StreamingTest, AStoreFailureFailsTheRunNamingTheStep) {
   o.streaming.prefetch = GetParam();
   o.streaming.store = store;
   o.streaming.budget_bytes = 6 << 20;
-  auto m = cpu::compile_model(import(model_bytes()), {}, o);
+  auto m = cpu::compile_model(import(model_bytes()), {{"x", {1, 3, 16, 16}}}, o);
   ASSERT_TRUE(m.ok()) << m.status().to_string();
   ASSERT_GT((*m)->streaming_plan().streamed_weight_bytes, 0u);
   store->fail_ = true;
@@ -158,7 +180,12 @@ INSTANTIATE_TEST_SUITE_P(Prefetch, StreamingTest,
 TEST(Tiling, SplitsLargeLinearLayersAlongOutputs) {
   ir::Graph g = import(model_bytes());
   passes::PassStats stats;
-  ASSERT_TRUE(passes::prepare_graph(g, {}, passes::OptimizeOptions{}, stats).ok());
+  ASSERT_TRUE(passes::prepare_graph(g, {{"x", {1, 3, 16, 16}}}, passes::OptimizeOptions{}, stats).ok());
+  // Layers the caller keeps whole (batch-1 matrix-vector products, streamed in pieces) stay whole.
+  ir::Graph kept = g;
+  auto none = passes::tile_linear_outputs(kept, 512 << 10, [&kept](const ir::Node& n) { return cpu::gemv_applicable(kept, n); });
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, 0);
   auto tiled = passes::tile_linear_outputs(g, 512 << 10);
   ASSERT_TRUE(tiled.ok()) << tiled.status().to_string();
   EXPECT_EQ(*tiled, 2);  // the 1.0 MB Gemm and the 16.4 MB MatMul

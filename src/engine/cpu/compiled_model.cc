@@ -39,6 +39,7 @@ struct Step {
   std::vector<int> in_slots;   // -1 for absent inputs
   std::vector<int> out_slots;  // -1 for absent outputs
   std::vector<size_t> streamed;  // indices into Impl::weights loaded into the ring before this step
+  int pieces = -1;                // index into Impl::weights of a weight streamed in pieces, or -1
 };
 
 // A kernel-owned weight buffer moved out to the weight store at compile time.
@@ -49,6 +50,8 @@ struct StoredWeight {
   uint64_t bytes = 0;
   bool streamed = false;
   std::shared_ptr<std::byte[]> resident;  // when loaded back to stay
+  uint64_t piece_bytes = 0;  // > 0: the kernel can take it piece by piece (no ring slot needed)
+  uint64_t resident_pieces = 0;  // of a weight streamed in pieces: the first ones, kept in `resident`
 };
 
 // Brings a run's streamed weights into the ring in execution order (weight_streaming.h). Entry j
@@ -175,6 +178,8 @@ struct CompiledModel::Impl {
   std::vector<std::shared_ptr<std::byte[]>> ring;
   std::vector<std::pair<size_t, size_t>> step_schedule;  // per step: [first, last) entries of the run's schedule
   std::unique_ptr<RingLoader> loader;
+  std::shared_ptr<std::byte[]> piece_scratch;  // per-thread buffers for weights streamed in pieces
+  size_t piece_scratch_bytes = 0;
 };
 
 CompiledModel::CompiledModel() : impl_(std::make_unique<Impl>()) {}
@@ -482,6 +487,9 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
       TENET_ASSIGN_OR_RETURN(kernel, options.kernel_override(kin));
     }
     if (!kernel && !options.reference_only) {
+      TENET_ASSIGN_OR_RETURN(kernel, make_gemv_kernel(kin));
+    }
+    if (!kernel && !options.reference_only) {
       TENET_ASSIGN_OR_RETURN(kernel, make_dnnl_kernel(kin));
     }
     if (!kernel) {
@@ -535,9 +543,10 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
       for (size_t w = 0; w < k.owned_weight_count(); ++w) {
         const std::span<std::byte> bytes = k.owned_weight(w);
         if (bytes.size() < options.streaming.min_streamed_bytes) continue;
-        TENET_ASSIGN_OR_RETURN(const uint32_t id, options.streaming.store->put(bytes));
+        const uint64_t piece = k.weight_piece_bytes(w);
+        TENET_ASSIGN_OR_RETURN(const uint32_t id, options.streaming.store->put(bytes, piece));
         k.release_owned_weight(w);
-        m.weights.push_back(StoredWeight{static_cast<int>(m.steps.size() - 1), w, id, bytes.size(), false, nullptr});
+        m.weights.push_back(StoredWeight{static_cast<int>(m.steps.size() - 1), w, id, bytes.size(), false, nullptr, piece});
       }
       // A constant the kernel copied and nothing later reads is dropped now, so that the graph's
       // copies shrink while the kernels' copies move out (plan_streaming drops the rest).
@@ -684,12 +693,11 @@ Status CompiledModel::plan_streaming(const StreamingOptions& o) {
 
   // Resident or streamed (see weight_streaming.h): stream the largest, keep the rest smallest first.
   const uint64_t fixed = plan.arena_bytes + plan.scratchpad_bytes + plan.constant_bytes + plan.resident_weight_bytes;
-  uint64_t total = 0, largest = 0;
+  uint64_t total = 0;
   std::vector<size_t> order(m.weights.size());
   for (size_t i = 0; i < m.weights.size(); ++i) {
     order[i] = i;
     total += m.weights[i].bytes;
-    largest = std::max(largest, m.weights[i].bytes);
   }
   if (fixed > o.budget_bytes) {
     return resource_exhausted("the model needs {} bytes resident (arena {}, scratchpad {}, small weights and constants {}) "
@@ -698,40 +706,94 @@ Status CompiledModel::plan_streaming(const StreamingOptions& o) {
                               o.budget_bytes);
   }
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return m.weights[a].bytes < m.weights[b].bytes; });
-  uint64_t room = o.budget_bytes - fixed;
-  if (total > room) {
-    // At least the largest is streamed; every step must find its streamed weights in the ring at once.
+  // What streaming needs beside the resident weights: a ring slot per weight a step loads whole
+  // (sized for the largest), and a piece buffer per thread for weights taken in pieces. Which
+  // weights stream depends on the room left, and the room on those buffers: start from none and
+  // grow them until the placement needs no more.
+  struct Buffers {
+    int slots = 0;
+    uint64_t slot_bytes = 0;
+    uint64_t piece_scratch = 0;
+    uint64_t bytes() const { return slot_bytes * static_cast<uint64_t>(slots) + piece_scratch; }
+  } buffers;
+  // Smallest first: once one does not fit, none after it does. The first that does not fit keeps
+  // as many of its leading pieces resident as the room left holds, if it streams in pieces.
+  auto place = [&](uint64_t room) {
+    for (size_t i : order) {
+      StoredWeight& w = m.weights[i];
+      w.streamed = w.bytes > room;
+      w.resident_pieces = w.streamed && w.piece_bytes > 0 ? room / w.piece_bytes : 0;
+      room = w.streamed ? 0 : room - w.bytes;
+    }
+  };
+  auto needed_buffers = [&](int slots_wanted) {
+    Buffers b;
     std::vector<int> per_step(m.steps.size(), 0);
-    for (const StoredWeight& w : m.weights) ++per_step[static_cast<size_t>(w.step)];
-    const int needed = *std::max_element(per_step.begin(), per_step.end());
-    plan.ring_slots = std::max(o.ring_slots, needed);
-    plan.ring_slot_bytes = align_up(largest, 64);
-    // A tight budget gives up prefetching depth before it gives up: the fewest slots a step needs.
-    if (plan.ring_slot_bytes * static_cast<uint64_t>(plan.ring_slots) > room) plan.ring_slots = needed;
-    const uint64_t ring = plan.ring_slot_bytes * static_cast<uint64_t>(plan.ring_slots);
-    if (ring > room) {
-      return resource_exhausted("a ring of {} x {} bytes for the largest weight does not fit the {} bytes left of a budget of {} "
-                                "(tile the layer, or raise the budget)",
-                                plan.ring_slots, plan.ring_slot_bytes, room, o.budget_bytes);
+    for (const StoredWeight& w : m.weights) {
+      if (!w.streamed) continue;
+      if (w.piece_bytes > 0) {
+        b.piece_scratch = std::max<uint64_t>(
+            b.piece_scratch, m.steps[static_cast<size_t>(w.step)].kernel->pieces_scratch_bytes(w.index, threads_));
+      } else {
+        ++per_step[static_cast<size_t>(w.step)];
+        b.slot_bytes = std::max(b.slot_bytes, align_up(w.bytes, 64));
+      }
     }
-    room -= ring;
-  }
-  for (size_t i : order) {
-    StoredWeight& w = m.weights[i];
-    if (w.bytes <= room) {
-      room -= w.bytes;
-    } else {
-      w.streamed = true;
-      room = 0;  // smallest first: once one does not fit, none after it does
+    const int needed = per_step.empty() ? 0 : *std::max_element(per_step.begin(), per_step.end());
+    b.slots = needed == 0 ? 0 : std::max(slots_wanted, needed);
+    return std::make_pair(b, needed);
+  };
+  const uint64_t room_all = o.budget_bytes - fixed;
+  if (total > room_all) {
+    for (int round = 0; round < 64; ++round) {
+      if (buffers.bytes() > room_all) break;
+      place(room_all - buffers.bytes());
+      auto [want, needed] = needed_buffers(o.ring_slots);
+      // A tight budget gives up prefetching depth before it gives up: the fewest slots a step needs.
+      if (want.bytes() > room_all) want.slots = needed;
+      if (want.slots <= buffers.slots && want.slot_bytes <= buffers.slot_bytes && want.piece_scratch <= buffers.piece_scratch) break;
+      buffers.slots = std::max(buffers.slots, want.slots);
+      buffers.slot_bytes = std::max(buffers.slot_bytes, want.slot_bytes);
+      buffers.piece_scratch = std::max(buffers.piece_scratch, want.piece_scratch);
     }
+    if (buffers.bytes() > room_all) {
+      return resource_exhausted("streaming buffers of {} bytes ({} ring slots of {} bytes, {} bytes of piece buffers) do not fit the {} "
+                                "bytes left of a budget of {} (tile the layer, or raise the budget)",
+                                buffers.bytes(), buffers.slots, buffers.slot_bytes, buffers.piece_scratch, room_all, o.budget_bytes);
+    }
+  } else {
+    place(room_all);
   }
+  if (auto [want, needed] = needed_buffers(o.ring_slots);
+      (needed > 0 && (needed > buffers.slots || want.slot_bytes > buffers.slot_bytes)) || want.piece_scratch > buffers.piece_scratch) {
+    return internal_error("weight streaming: the plan's buffers did not settle");
+  }
+  plan.ring_slots = buffers.slots;
+  plan.ring_slot_bytes = buffers.slots > 0 ? buffers.slot_bytes : 0;
+  plan.piece_buffer_bytes = buffers.piece_scratch;
   for (size_t i = 0; i < m.weights.size(); ++i) {
     StoredWeight& w = m.weights[i];
     Kernel& k = *m.steps[static_cast<size_t>(w.step)].kernel;
-    plan.placements.push_back({w.step, w.index, w.bytes, w.streamed});
+    plan.placements.push_back({w.step, w.index, w.bytes, w.streamed, w.streamed && w.piece_bytes > 0, w.resident_pieces * w.piece_bytes});
     if (w.streamed) {
-      plan.streamed_weight_bytes += w.bytes;
-      m.steps[static_cast<size_t>(w.step)].streamed.push_back(i);
+      Step& st = m.steps[static_cast<size_t>(w.step)];
+      if (w.piece_bytes > 0) {
+        st.pieces = static_cast<int>(i);
+        const uint64_t kept = w.resident_pieces * w.piece_bytes;
+        if (kept > 0) {
+          w.resident = allocate_buffer(kept);
+          if (!w.resident) return resource_exhausted("cannot allocate {} bytes for resident pieces", kept);
+          for (uint64_t p = 0; p < w.resident_pieces; ++p) {
+            TENET_RETURN_IF_ERROR(m.store->get_piece(w.id, p, std::span(w.resident.get() + p * w.piece_bytes, w.piece_bytes)));
+          }
+          plan.resident_weight_bytes += kept;
+        }
+        plan.streamed_weight_bytes += w.bytes - kept;
+        plan.streamed_in_pieces_bytes += w.bytes - kept;
+      } else {
+        plan.streamed_weight_bytes += w.bytes;
+        st.streamed.push_back(i);
+      }
       continue;
     }
     w.resident = allocate_buffer(w.bytes);
@@ -744,6 +806,11 @@ Status CompiledModel::plan_streaming(const StreamingOptions& o) {
     m.ring.push_back(allocate_buffer(plan.ring_slot_bytes));
     if (!m.ring.back()) return resource_exhausted("cannot allocate a ring slot of {} bytes", plan.ring_slot_bytes);
   }
+  if (plan.piece_buffer_bytes > 0) {
+    m.piece_scratch = allocate_buffer(plan.piece_buffer_bytes);
+    if (!m.piece_scratch) return resource_exhausted("cannot allocate {} bytes of piece buffers", plan.piece_buffer_bytes);
+    m.piece_scratch_bytes = plan.piece_buffer_bytes;
+  }
   std::vector<RingLoader::Entry> schedule;
   for (Step& st : m.steps) {
     m.step_schedule.emplace_back(schedule.size(), schedule.size() + st.streamed.size());
@@ -754,7 +821,7 @@ Status CompiledModel::plan_streaming(const StreamingOptions& o) {
                             (o.prefetch == StreamingOptions::Prefetch::kAuto && omp_get_num_procs() > threads_);
   if (!schedule.empty()) m.loader = std::make_unique<RingLoader>(*m.store, m.ring, std::move(schedule), plan.background_loading);
   plan.planned_peak_bytes = plan.arena_bytes + plan.scratchpad_bytes + plan.constant_bytes + plan.resident_weight_bytes +
-                            plan.ring_slot_bytes * static_cast<uint64_t>(plan.ring_slots);
+                            plan.ring_slot_bytes * static_cast<uint64_t>(plan.ring_slots) + plan.piece_buffer_bytes;
   return ok_status();
 }
 
@@ -807,7 +874,23 @@ Status CompiledModel::run_steps(std::span<const ConstTensorView> inputs, std::ve
       if (!slot.ok()) return slot.status().with_context(fmt::format("loading the weights of step {} ({})", i, step_info_[i].node));
       m.steps[i].kernel->set_owned_weight_data(m.weights[m.steps[i].streamed[j - first]].index, *slot);
     }
-    Status s = m.steps[i].kernel->execute(m.stream);
+    Status s;
+    if (m.steps[i].pieces >= 0) {
+      // A weight taken piece by piece: each piece is decrypted by the thread that uses it, into
+      // that thread's buffer, right before its rows are computed.
+      // The first resident_pieces pieces stay in enclave memory (the room the budget had left).
+      const StoredWeight& w = m.weights[static_cast<size_t>(m.steps[i].pieces)];
+      WeightStore& store = *m.store;
+      auto load = [&store, &w](uint64_t piece, std::span<std::byte> buffer) -> Result<const std::byte*> {
+        if (piece < w.resident_pieces) return w.resident.get() + piece * w.piece_bytes;
+        TENET_RETURN_IF_ERROR(store.get_piece(w.id, piece, buffer));
+        return buffer.data();
+      };
+      s = m.steps[i].kernel->execute_pieces(m.stream, w.index, load, std::span(m.piece_scratch.get(), m.piece_scratch_bytes));
+      if (!s.ok()) return s.with_context(fmt::format("loading the weights of step {} ({}) piece by piece", i, step_info_[i].node));
+    } else {
+      s = m.steps[i].kernel->execute(m.stream);
+    }
     if (last > first) {
       m.stream.wait();
       m.loader->release(last - 1);
@@ -843,7 +926,10 @@ Result<std::unique_ptr<CompiledModel>> compile_model(ir::Graph&& imported, const
     for (const ir::Value& v : g.values) weights += v.is_constant() ? v.constant.size_bytes() : 0;
     const uint64_t slot = ring_slot_target_bytes(options.streaming.budget_bytes, options.streaming.ring_slots);
     if (weights + slot * static_cast<uint64_t>(options.streaming.ring_slots) > options.streaming.budget_bytes) {
-      TENET_ASSIGN_OR_RETURN(tiled, passes::tile_linear_outputs(g, slot));
+      // Matrix-vector products stream piece by piece (no ring slot): they are not tiled.
+      TENET_ASSIGN_OR_RETURN(tiled, passes::tile_linear_outputs(g, slot, [&g, &options](const ir::Node& n) {
+                               return !options.reference_only && gemv_applicable(g, n);
+                             }));
     }
   }
   TENET_ASSIGN_OR_RETURN(auto model, CompiledModel::compile(std::move(g), options));

@@ -14,6 +14,7 @@
 // cpu_convolution_list.cpp): a factory returns nullptr when it does not support the node.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -79,6 +80,20 @@ class Kernel {
   // copy): a constant input the kernel copied need not stay in memory.
   virtual bool reads_input(size_t i) const { return true; }
 
+  // Streaming piece by piece: a kernel that reads owned weight i exactly once, in independent
+  // pieces (a matrix-vector product reads whole rows), returns the piece size it wants (a multiple
+  // of what one unit of work reads); 0 when the weight must be whole in memory. A streamed model
+  // then never loads that weight into a ring slot: execute_pieces() runs the kernel with `load`
+  // giving the address of piece p's bytes, either in resident memory or decrypted into `buffer`
+  // (which the kernel carves out of `scratch`: pieces_scratch_bytes() for `threads` threads), and
+  // computes exactly what execute() computes with the whole weight.
+  using PieceLoader = std::function<Result<const std::byte*>(uint64_t piece, std::span<std::byte> buffer)>;
+  virtual uint64_t weight_piece_bytes(size_t i) const { return 0; }
+  virtual size_t pieces_scratch_bytes(size_t i, int threads) const { return 0; }
+  virtual Status execute_pieces(dnnl::stream& stream, size_t i, const PieceLoader& load, std::span<std::byte> scratch) {
+    return unimplemented("{}: no piecewise execution", name());
+  }
+
   // Filled by the factory.
   std::vector<Layout> required_inputs;  // per node input; must equal the layout at bind time
   std::vector<Layout> outputs;          // per node output
@@ -88,6 +103,15 @@ class Kernel {
 };
 
 using KernelFactory = Result<std::unique_ptr<Kernel>> (*)(KernelInputs& in);
+
+// Matrix-vector products (gemv_kernel.cc): Gemm / MatMul whose input is one row and whose weight
+// is a constant matrix (batch-1 classifiers: AlexNet's and VGG's fc layers). tenet's own kernel,
+// because a memory-bounded model streams such weights piece by piece, decrypting each piece into
+// L2 just before its rows are used, and must compute bit for bit what the resident kernel
+// computes. gemv_applicable() says whether make_gemv_kernel() takes the node (after shape
+// inference).
+bool gemv_applicable(const ir::Graph& g, const ir::Node& n);
+Result<std::unique_ptr<Kernel>> make_gemv_kernel(KernelInputs& in);
 
 // oneDNN-backed kernels (dnnl_kernels.cc); each returns nullptr if the node is not supported.
 Result<std::unique_ptr<Kernel>> make_dnnl_kernel(KernelInputs& in);

@@ -16,6 +16,11 @@
 //   by value density (1 + fixed/bytes): smallest first. So the planner streams the largest
 //   buffers and keeps the others resident, smallest first, while they fit; what is resident is
 //   loaded back once, at compile time.
+// * Pieces: a kernel that reads a weight once, in independent pieces (tenet_gemv, the batch-1
+//   fully-connected layers), takes it straight from the store piece by piece: each compute thread
+//   decrypts a piece of whole rows (about 256 KiB) into its own buffer and uses it while it is in
+//   its L2. Such a weight needs no ring slot and no tiling, and its bytes are read from memory
+//   once per run (ciphertext), not three times (ciphertext, ring write, ring read).
 // * Tiling (passes::tile_linear_outputs, applied before compiling): a linear layer whose weights
 //   alone exceed a ring slot (VGG16's fc6, 411 MB) is split along its output channels into
 //   layers whose weights fit, joined by a Concat that the compiler turns into direct writes.
@@ -41,12 +46,16 @@ namespace tenet::cpu {
 
 // Storage outside the bounded memory. put() copies the bytes (the caller frees its buffer
 // afterwards); get() writes an entry back, checking that it is the entry that was put. Thread-safe
-// for concurrent get()s.
+// for concurrent get()s and get_piece()s.
 class WeightStore {
  public:
   virtual ~WeightStore() = default;
-  virtual Result<uint32_t> put(std::span<const std::byte> data) = 0;
+  // `piece_bytes` > 0: the entry can also be read back piece by piece (get_piece), in pieces of
+  // that many bytes (the last one may be shorter), each checked on its own. 0: the store's choice.
+  virtual Result<uint32_t> put(std::span<const std::byte> data, uint64_t piece_bytes) = 0;
   virtual Status get(uint32_t id, std::span<std::byte> dst) = 0;
+  // Piece `piece` of an entry put with piece_bytes > 0; `dst` has exactly that piece's size.
+  virtual Status get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) = 0;
   virtual uint64_t stored_bytes() const = 0;
   virtual std::string describe() const = 0;
 };
@@ -76,6 +85,8 @@ struct WeightPlacement {
   size_t index = 0;  // owned weight index within the step's kernel
   uint64_t bytes = 0;
   bool streamed = false;
+  bool in_pieces = false;        // streamed piece by piece (no ring slot)
+  uint64_t resident_bytes = 0;   // of a weight streamed in pieces: its leading pieces kept resident
 };
 
 struct StreamingPlan {
@@ -88,7 +99,9 @@ struct StreamingPlan {
   uint64_t streamed_weight_bytes = 0;  // loaded on every run
   uint64_t ring_slot_bytes = 0;
   int ring_slots = 0;
-  uint64_t planned_peak_bytes = 0;     // arena + scratchpad + resident + constants + ring
+  uint64_t streamed_in_pieces_bytes = 0;  // of streamed_weight_bytes: taken piece by piece, no ring slot
+  uint64_t piece_buffer_bytes = 0;        // one piece per compute thread
+  uint64_t planned_peak_bytes = 0;     // arena + scratchpad + resident + constants + ring + piece buffers
   int tiled_layers = 0;                // layers split by the tiling pass
   bool background_loading = false;     // a loader thread prefetches into the ring
   std::vector<WeightPlacement> placements;

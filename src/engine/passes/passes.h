@@ -3,6 +3,8 @@
 // Each returns the number of rewrites it made through `count` (for `tenet inspect` and tests).
 #pragma once
 
+#include <functional>
+
 #include "core/status.h"
 #include "engine/ir/graph.h"
 
@@ -50,7 +52,9 @@ Status fold_pads(ir::Graph& g, PassStats& stats);
 
 // Gemm / MatMul / FusedMatMul with a constant 2-D weight larger than `max_weight_bytes`: split
 // along the output channels into layers whose weights fit, joined by a Concat on the last axis
-// (tiling.cc; for weight streaming). Returns the number of layers split.
-Result<int> tile_linear_outputs(ir::Graph& g, uint64_t max_weight_bytes);
+// (tiling.cc; for weight streaming). Nodes for which `keep` returns true are left whole. Returns
+// the number of layers split.
+Result<int> tile_linear_outputs(ir::Graph& g, uint64_t max_weight_bytes,
+                                const std::function<bool(const ir::Node&)>& keep = nullptr);
 
 }  // namespace tenet::passes

@@ -40,7 +40,7 @@ Result<Tensor> weight_slice(const Tensor& w, bool trans_b, int64_t n0, int64_t n
 
 }  // namespace
 
-Result<int> tile_linear_outputs(ir::Graph& g, uint64_t max_weight_bytes) {
+Result<int> tile_linear_outputs(ir::Graph& g, uint64_t max_weight_bytes, const std::function<bool(const ir::Node&)>& keep) {
   if (max_weight_bytes == 0) return invalid_argument("tile_linear_outputs: a bound of 0 bytes");
   int tiled = 0;
   const size_t node_count = g.nodes.size();
@@ -50,6 +50,7 @@ Result<int> tile_linear_outputs(ir::Graph& g, uint64_t max_weight_bytes) {
     const bool gemm = n.op_type == "Gemm";
     const bool conv = n.op_type == "Conv";
     if (n.dead || !(gemm || conv || n.op_type == "MatMul" || n.op_type == "FusedMatMul")) continue;
+    if (keep && keep(n)) continue;
     if (n.inputs.size() < 2 || n.inputs.size() > 3 || n.outputs.size() != 1 || n.outputs[0] == kNoValue) continue;
     if (std::any_of(n.post_ops.begin(), n.post_ops.end(), [](const ir::PostOp& p) { return p.kind == ir::PostOp::Kind::kSum; })) {
       continue;

@@ -24,7 +24,7 @@ TEST(SealedWeightStore, RoundTripsEntriesOfEverySize) {
   std::vector<uint32_t> ids;
   uint64_t total = 0;
   for (size_t n : sizes) {
-    auto id = (*store)->put(pattern(n, static_cast<uint8_t>(n)));
+    auto id = (*store)->put(pattern(n, static_cast<uint8_t>(n)), 0);
     ASSERT_TRUE(id.ok());
     ids.push_back(*id);
     total += n;
@@ -47,7 +47,7 @@ TEST(SealedWeightStore, DetectsAFlippedBitInAnyChunkAndWipesTheOutput) {
   auto store = SealedWeightStore::create();
   ASSERT_TRUE(store.ok());
   const size_t n = 3 * SealedWeightStore::kChunkBytes;
-  auto id = (*store)->put(pattern(n, 1));
+  auto id = (*store)->put(pattern(n, 1), 0);
   ASSERT_TRUE(id.ok());
   auto u = (*store)->untrusted_entry(*id);
   for (size_t chunk = 0; chunk < 3; ++chunk) {
@@ -72,9 +72,9 @@ TEST(SealedWeightStore, RefusesChunksSwappedAcrossEntriesOrStores) {
   auto b = SealedWeightStore::create();
   ASSERT_TRUE(a.ok() && b.ok());
   const size_t n = SealedWeightStore::kChunkBytes;
-  auto id0 = (*a)->put(pattern(n, 1));
-  auto id1 = (*a)->put(pattern(n, 2));
-  auto other = (*b)->put(pattern(n, 1));
+  auto id0 = (*a)->put(pattern(n, 1), 0);
+  auto id1 = (*a)->put(pattern(n, 2), 0);
+  auto other = (*b)->put(pattern(n, 1), 0);
   ASSERT_TRUE(id0.ok() && id1.ok() && other.ok());
   ASSERT_EQ(*id0, *other);  // same entry id in both stores
   auto u0 = (*a)->untrusted_entry(*id0), u1 = (*a)->untrusted_entry(*id1), uo = (*b)->untrusted_entry(*other);
@@ -87,6 +87,41 @@ TEST(SealedWeightStore, RefusesChunksSwappedAcrossEntriesOrStores) {
   std::copy(saved.begin(), saved.end(), u0.begin());
   ASSERT_TRUE((*a)->get(*id0, out).ok());
   EXPECT_EQ(out, pattern(n, 1));
+}
+
+// Entries stored in pieces (for kernels that consume a weight piece by piece): each piece reads
+// back alone, the whole entry reads back too, and a piece swapped with another piece, or read with
+// a wrong size, is refused.
+TEST(SealedWeightStore, PiecesReadBackAloneAndAreBoundToTheirPlace) {
+  auto store = SealedWeightStore::create();
+  ASSERT_TRUE(store.ok());
+  const size_t piece = 3 * 36864, n = 10 * piece + 1000;  // whole rows of a [*, 9216] float weight, and a short last piece
+  const auto data = pattern(n, 9);
+  auto id = (*store)->put(data, piece);
+  ASSERT_TRUE(id.ok());
+  std::vector<std::byte> whole(n);
+  ASSERT_TRUE((*store)->get(*id, whole).ok());
+  EXPECT_EQ(whole, data);
+  for (uint64_t p = 0; p <= 10; ++p) {
+    const size_t len = p < 10 ? piece : 1000;
+    std::vector<std::byte> out(len);
+    ASSERT_TRUE((*store)->get_piece(*id, p, out).ok()) << p;
+    EXPECT_TRUE(std::equal(out.begin(), out.end(), data.begin() + static_cast<std::ptrdiff_t>(p * piece))) << p;
+  }
+  std::vector<std::byte> wrong(piece - 4);
+  EXPECT_EQ((*store)->get_piece(*id, 0, wrong).code(), StatusCode::kInvalidArgument);
+  std::vector<std::byte> out(piece);
+  EXPECT_EQ((*store)->get_piece(*id, 11, out).code(), StatusCode::kInvalidArgument);
+  // Swap pieces 1 and 2 in untrusted memory: both refused.
+  auto u = (*store)->untrusted_entry(*id);
+  const size_t stride = piece + 16;
+  std::vector<uint8_t> p1(u.begin() + stride, u.begin() + 2 * stride);
+  std::copy(u.begin() + 2 * stride, u.begin() + 3 * stride, u.begin() + stride);
+  std::copy(p1.begin(), p1.end(), u.begin() + 2 * stride);
+  EXPECT_EQ((*store)->get_piece(*id, 1, out).code(), StatusCode::kDataLoss);
+  EXPECT_EQ((*store)->get_piece(*id, 2, out).code(), StatusCode::kDataLoss);
+  EXPECT_EQ((*store)->get(*id, whole).code(), StatusCode::kDataLoss);
+  EXPECT_TRUE((*store)->get_piece(*id, 3, out).ok());
 }
 
 }  // namespace

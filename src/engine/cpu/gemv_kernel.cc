@@ -1,0 +1,292 @@
+// y = W·x + b (then ReLU) for one input row: Gemm / MatMul nodes whose input has a single row and
+// whose weight is constant. See kernel.h for why tenet has its own kernel here.
+//
+// The weight is kept as W[N][K] (one output per row, alpha folded in). Each output is one dot
+// product in a fixed order (64 partial sums over k mod 64, added in a fixed tree, then the tail),
+// computed by one thread start to end: the result of an output depends only on x and its row,
+// never on how rows are split between threads or pieces. So execute() (whole weight, rows split
+// over the team) and execute_pieces() (a piece of whole rows at a time, decrypted into a thread's
+// L2-sized buffer right before use) give identical bits.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/allocator.h"
+#include "engine/cpu/kernel.h"
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace tenet::cpu {
+namespace {
+
+constexpr int64_t kLanes = 64;
+// Pieces of about this size: a thread's piece stays in its L2 between decryption and use.
+constexpr uint64_t kPieceTarget = 256 * 1024;
+
+float finish_dot(float* acc, float tail) {
+  for (int64_t s = kLanes / 2; s >= 1; s /= 2) {
+    for (int64_t j = 0; j < s; ++j) acc[j] += acc[j + s];
+  }
+  return acc[0] + tail;
+}
+
+// The portable form, and the AVX-512 form with the same order of additions. One of them is picked
+// per process, and every GemvKernel uses it for execute() and execute_pieces() alike.
+float dot_portable(const float* x, const float* w, int64_t k) {
+  float acc[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= k; i += kLanes) {
+    for (int64_t j = 0; j < kLanes; ++j) {
+      const float p = x[i + j] * w[i + j];
+      acc[j] += p;
+    }
+  }
+  float tail = 0.f;
+  for (; i < k; ++i) {
+    const float p = x[i] * w[i];
+    tail += p;
+  }
+  return finish_dot(acc, tail);
+}
+
+__attribute__((target("avx512f"))) float dot_avx512(const float* x, const float* w, int64_t k) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int64_t i = 0;
+  for (; i + kLanes <= k; i += kLanes) {
+    a0 = _mm512_add_ps(a0, _mm512_mul_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(w + i)));
+    a1 = _mm512_add_ps(a1, _mm512_mul_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(w + i + 16)));
+    a2 = _mm512_add_ps(a2, _mm512_mul_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(w + i + 32)));
+    a3 = _mm512_add_ps(a3, _mm512_mul_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(w + i + 48)));
+  }
+  alignas(64) float acc[kLanes];
+  _mm512_store_ps(acc, a0);
+  _mm512_store_ps(acc + 16, a1);
+  _mm512_store_ps(acc + 32, a2);
+  _mm512_store_ps(acc + 48, a3);
+  float tail = 0.f;
+  for (; i < k; ++i) {
+    const float p = x[i] * w[i];
+    tail += p;
+  }
+  return finish_dot(acc, tail);
+}
+
+using DotFn = float (*)(const float*, const float*, int64_t);
+
+DotFn pick_dot() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") ? dot_avx512 : dot_portable;
+}
+
+struct GemvShape {
+  int64_t n = 0, k = 0;
+  bool trans_b = false;  // B is [N, K] (Gemm transB=1): rows are W's rows already
+  float alpha = 1.f, beta = 1.f;
+  bool relu = false;
+};
+
+// Whether the node is y = x·B (+ C) for one row x and a constant 2-D B, with at most a ReLU after.
+bool match(const ir::Graph& g, const ir::Node& n, GemvShape* out) {
+  const bool gemm = n.op_type == "Gemm";
+  if (!gemm && n.op_type != "MatMul") return false;
+  if (n.inputs.size() < 2 || n.inputs.size() > (gemm ? 3u : 2u) || n.outputs.size() != 1 || n.outputs[0] == ir::kNoValue) return false;
+  if (n.post_ops.size() > 1 || (n.post_ops.size() == 1 && n.post_ops[0].kind != ir::PostOp::Kind::kRelu)) return false;
+  const ir::ValueId a_id = n.input(0), b_id = n.input(1);
+  if (a_id == ir::kNoValue || b_id == ir::kNoValue) return false;
+  const ir::Value& a = g.value(a_id);
+  const ir::Value& b = g.value(b_id);
+  const ir::Value& y = g.value(n.outputs[0]);
+  if (a.dtype != DType::kFloat32 || b.dtype != DType::kFloat32 || y.dtype != DType::kFloat32) return false;
+  if (!b.is_constant() || b.shape.size() != 2 || a.shape.empty() || y.shape.empty()) return false;
+  GemvShape s;
+  if (gemm) {
+    auto trans_a = n.attr_int("transA", 0);
+    auto trans_b = n.attr_int("transB", 0);
+    auto alpha = n.attr_float("alpha", 1.f);
+    auto beta = n.attr_float("beta", 1.f);
+    if (!trans_a.ok() || !trans_b.ok() || !alpha.ok() || !beta.ok() || *trans_a != 0 || a.shape.size() != 2) return false;
+    s.trans_b = *trans_b != 0;
+    s.alpha = *alpha;
+    s.beta = *beta;
+  }
+  s.k = s.trans_b ? b.shape[1] : b.shape[0];
+  s.n = s.trans_b ? b.shape[0] : b.shape[1];
+  if (s.k <= 0 || s.n <= 0 || a.shape.back() != s.k || numel(a.shape) != s.k || numel(y.shape) != s.n || y.shape.back() != s.n) {
+    return false;
+  }
+  if (gemm && n.inputs.size() == 3 && n.input(2) != ir::kNoValue) {
+    const ir::Value& c = g.value(n.input(2));
+    if (!c.is_constant() || c.dtype != DType::kFloat32) return false;
+    const int64_t count = numel(c.shape);
+    if (!(count == 1 || (count == s.n && c.shape.back() == s.n))) return false;
+  }
+  if (!std::isfinite(s.alpha) || !std::isfinite(s.beta)) return false;
+  s.relu = n.post_ops.size() == 1;
+  if (out) *out = s;
+  return true;
+}
+
+class GemvKernel final : public Kernel {
+ public:
+  GemvKernel(const GemvShape& s, std::shared_ptr<std::byte[]> weight, std::shared_ptr<std::byte[]> bias)
+      : s_(s), weight_storage_(std::move(weight)), bias_storage_(std::move(bias)), dot_(pick_dot()) {
+    weight_ = reinterpret_cast<float*>(weight_storage_.get());
+    bias_ = reinterpret_cast<float*>(bias_storage_.get());
+    const uint64_t row = static_cast<uint64_t>(s_.k) * sizeof(float);
+    rows_per_piece_ = static_cast<int64_t>(std::max<uint64_t>(1, kPieceTarget / row));
+  }
+  const char* name() const override { return "tenet_gemv"; }
+
+  Status bind(std::span<void* const> inputs, std::span<void* const> outputs, void* scratchpad) override {
+    x_ = static_cast<const float*>(inputs[0]);
+    y_ = static_cast<float*>(outputs[0]);
+    if (x_ == nullptr || y_ == nullptr) return internal_error("tenet_gemv: input or output bound to no memory");
+    return ok_status();
+  }
+
+  Status execute(dnnl::stream&) override {
+    if (weight_ == nullptr) return internal_error("tenet_gemv: the weight is not in memory");
+    const int64_t n = s_.n;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n; ++r) y_[r] = output(r, weight_ + r * s_.k);
+    return ok_status();
+  }
+
+  size_t owned_weight_count() const override { return 2; }
+  std::span<std::byte> owned_weight(size_t i) override {
+    if (i == 0) return {reinterpret_cast<std::byte*>(weight_), static_cast<size_t>(s_.n * s_.k) * sizeof(float)};
+    return {reinterpret_cast<std::byte*>(bias_), static_cast<size_t>(s_.n) * sizeof(float)};
+  }
+  void set_owned_weight_data(size_t i, void* data) override {
+    (i == 0 ? weight_ : bias_) = static_cast<float*>(data);
+  }
+  void release_owned_weight(size_t i) override {
+    if (i == 0) {
+      weight_storage_.reset();
+      weight_ = nullptr;
+    } else {
+      bias_storage_.reset();
+      bias_ = nullptr;
+    }
+  }
+  bool reads_input(size_t i) const override { return i == 0; }
+
+  uint64_t weight_piece_bytes(size_t i) const override {
+    return i == 0 ? static_cast<uint64_t>(rows_per_piece_ * s_.k) * sizeof(float) : 0;
+  }
+  size_t pieces_scratch_bytes(size_t i, int threads) const override {
+    return static_cast<size_t>(weight_piece_bytes(i)) * static_cast<size_t>(std::max(threads, 1));
+  }
+
+  // Pieces are dealt to threads like rows in execute(); each thread has a piece decrypted into its
+  // part of `scratch` (or finds it resident) and computes that piece's rows while they are in its L2.
+  Status execute_pieces(dnnl::stream&, size_t i, const PieceLoader& load, std::span<std::byte> scratch) override {
+    if (i != 0) return invalid_argument("tenet_gemv: weight {} is not streamed in pieces", i);
+    if (bias_ == nullptr) return internal_error("tenet_gemv: the bias is not in memory");
+    const uint64_t piece_bytes = weight_piece_bytes(0);
+    const int64_t pieces = (s_.n + rows_per_piece_ - 1) / rows_per_piece_;
+    int64_t failed = -1;
+    Status failure;
+#pragma omp parallel
+    {
+      const auto t = static_cast<size_t>(omp_get_thread_num());
+      std::span<std::byte> buf;
+      if ((t + 1) * piece_bytes <= scratch.size()) buf = scratch.subspan(t * piece_bytes, piece_bytes);
+#pragma omp for schedule(static)
+      for (int64_t p = 0; p < pieces; ++p) {
+        const int64_t first = p * rows_per_piece_, rows = std::min(rows_per_piece_, s_.n - first);
+        Result<const std::byte*> bytes = buf.empty() ? Result<const std::byte*>(internal_error("tenet_gemv: no scratch for thread {}", t))
+                                                     : load(static_cast<uint64_t>(p), buf.first(static_cast<size_t>(rows * s_.k) * sizeof(float)));
+        if (!bytes.ok()) {
+#pragma omp critical(tenet_gemv_failure)
+          if (failed < 0 || p < failed) {
+            failed = p;
+            failure = bytes.status();
+          }
+          continue;
+        }
+        const auto* w = reinterpret_cast<const float*>(*bytes);
+        for (int64_t r = 0; r < rows; ++r) y_[first + r] = output(first + r, w + r * s_.k);
+      }
+      if (!buf.empty()) explicit_bzero(buf.data(), buf.size());
+    }
+    if (failed >= 0) {
+      std::memset(y_, 0, static_cast<size_t>(s_.n) * sizeof(float));
+      return failure;
+    }
+    return ok_status();
+  }
+
+ private:
+  float output(int64_t r, const float* row) const {
+    const float v = dot_(x_, row, s_.k) + bias_[r];
+    return s_.relu ? std::max(v, 0.f) : v;
+  }
+
+  GemvShape s_;
+  std::shared_ptr<std::byte[]> weight_storage_, bias_storage_;
+  float* weight_ = nullptr;
+  float* bias_ = nullptr;
+  DotFn dot_;
+  int64_t rows_per_piece_ = 1;
+  const float* x_ = nullptr;
+  float* y_ = nullptr;
+};
+
+}  // namespace
+
+bool gemv_applicable(const ir::Graph& g, const ir::Node& n) { return match(g, n, nullptr); }
+
+Result<std::unique_ptr<Kernel>> make_gemv_kernel(KernelInputs& in) {
+  GemvShape s;
+  if (!match(in.graph, in.node, &s)) return std::unique_ptr<Kernel>();
+  const ir::Value& b = in.graph.value(in.node.input(1));
+  const size_t wbytes = static_cast<size_t>(s.n * s.k) * sizeof(float);
+  std::shared_ptr<std::byte[]> weight = allocate_buffer(wbytes);
+  std::shared_ptr<std::byte[]> bias = allocate_buffer(static_cast<size_t>(s.n) * sizeof(float));
+  if (!weight || !bias) return resource_exhausted("tenet_gemv: cannot allocate {} bytes of weights", wbytes);
+  auto* w = reinterpret_cast<float*>(weight.get());
+  const float* src = b.constant.as<float>();
+  if (s.trans_b) {
+    for (int64_t i = 0; i < s.n * s.k; ++i) w[i] = src[i] * s.alpha;
+  } else {
+    for (int64_t r = 0; r < s.n; ++r) {
+      for (int64_t c = 0; c < s.k; ++c) w[r * s.k + c] = src[c * s.n + r] * s.alpha;
+    }
+  }
+  auto* bv = reinterpret_cast<float*>(bias.get());
+  const ir::ValueId c_id = in.node.inputs.size() == 3 ? in.node.input(2) : ir::kNoValue;
+  for (int64_t r = 0; r < s.n; ++r) {
+    if (c_id == ir::kNoValue) {
+      bv[r] = 0.f;
+    } else {
+      const ir::Value& c = in.graph.value(c_id);
+      bv[r] = s.beta * c.constant.as<float>()[numel(c.shape) == 1 ? 0 : r];
+    }
+  }
+  auto k = std::make_unique<GemvKernel>(s, std::move(weight), std::move(bias));
+  const ir::Value& a = in.graph.value(in.node.input(0));
+  k->required_inputs.resize(in.node.inputs.size());
+  k->required_inputs[0] = plain_layout(DType::kFloat32, a.shape);
+  for (size_t i = 1; i < in.node.inputs.size(); ++i) {
+    if (in.node.input(i) != ir::kNoValue) {
+      const ir::Value& v = in.graph.value(in.node.input(i));
+      k->required_inputs[i] = plain_layout(v.dtype, v.shape);
+    }
+  }
+  k->outputs = {plain_layout(DType::kFloat32, in.graph.value(in.node.outputs[0]).shape)};
+  k->in_place = {-1};
+  return std::unique_ptr<Kernel>(std::move(k));
+}
+
+}  // namespace tenet::cpu
