@@ -334,6 +334,47 @@ std::vector<BackendCase> cases() {
     };
     v.push_back(c);
   }
+  // One input row: tenet's matrix-vector kernel (every weight layout and epilogue it takes).
+  {
+    BackendCase c;
+    c.name = "gemv_gemm_transb_alpha_beta_relu";
+    c.inputs = {{"x", {1, 1000}}};  // K not a multiple of 64: the tail path too
+    c.expect_kernel = "tenet_gemv";
+    c.build = [](MB& b) {
+      b.input("x", {-1, 1000}).random_initializer("W", {77, 1000}, 0.1f).random_initializer("B", {77});
+      auto& n = b.node("Gemm", {"x", "W", "B"}, {"g"});
+      MB::attr(n, "transB", int64_t{1});
+      MB::attr(n, "alpha", 0.5f);
+      MB::attr(n, "beta", 2.0f);
+      b.node("Relu", {"g"}, {"y"});
+      b.output("y");
+    };
+    v.push_back(c);
+  }
+  {
+    BackendCase c;
+    c.name = "gemv_gemm_kn_scalar_bias";
+    c.inputs = {{"x", {1, 256}}};
+    c.expect_kernel = "tenet_gemv";
+    c.build = [](MB& b) {
+      b.input("x", {-1, 256}).random_initializer("W", {256, 130}, 0.1f).random_initializer("B", {1});
+      b.node("Gemm", {"x", "W", "B"}, {"y"});
+      b.output("y");
+    };
+    v.push_back(c);
+  }
+  {
+    BackendCase c;
+    c.name = "gemv_matmul_rank3";
+    c.inputs = {{"x", {1, 1, 96}}};
+    c.expect_kernel = "tenet_gemv";
+    c.build = [](MB& b) {
+      b.input("x", {1, -1, 96}).random_initializer("W", {96, 33}, 0.1f);
+      b.node("MatMul", {"x", "W"}, {"y"});
+      b.output("y");
+    };
+    v.push_back(c);
+  }
   {
     BackendCase c;
     c.name = "attention_core";

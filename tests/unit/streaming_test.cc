@@ -103,6 +103,11 @@ TEST_P(StreamingTest, BitwiseEqualUnderABudgetAndWithinThePlan) {
         EXPECT_EQ(p.tiled_layers, 0);
         EXPECT_GT(p.piece_buffer_bytes, 0u);
         EXPECT_LE(p.piece_buffer_bytes, 2u * 512 * 1024);  // one piece of whole rows per thread
+        if (budget == (uint64_t{12} << 20)) {
+          // 12 MiB holds part of the 16.4 MB weight: its leading pieces stay resident.
+          EXPECT_TRUE(std::any_of(p.placements.begin(), p.placements.end(),
+                                  [](const cpu::WeightPlacement& w) { return w.in_pieces && w.resident_bytes > 0; }));
+        }
       } else {
         EXPECT_GT(p.streamed_weight_bytes, 0u);
         EXPECT_EQ(p.streamed_in_pieces_bytes, 0u);
