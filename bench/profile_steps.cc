@@ -1,8 +1,12 @@
 // Per-step profile of one model in tenet: which kernels the time goes to.
 //
-//   g++ -std=c++20 -O2 -Isrc bench/profile_steps.cc BUILD/libtenet_engine.a BUILD/libtenet_core.a \
-//       -ldnnl -lonnx -lonnx_proto -lprotobuf -lfmt -fopenmp -o /tmp/profile_steps
-//   /tmp/profile_steps MODEL.onnx INPUT.npy [THREADS] [RUNS]
+//   g++ -std=c++20 -O2 -Isrc bench/profile_steps.cc BUILD/src/epc/libtenet_epc.a BUILD/libtenet_engine.a BUILD/libtenet_crypto.a \
+//       BUILD/libtenet_core.a -ldnnl -lonnx -lonnx_proto -lprotobuf -lfmt -lssl -lcrypto -fopenmp -o /tmp/profile_steps
+//   /tmp/profile_steps MODEL.onnx INPUT.npy [THREADS] [RUNS] [BUDGET_MIB]
+//
+// With BUDGET_MIB the model is compiled in planned memory (weight streaming from a sealed weight
+// store, as `tenet run --enclave sim --memory planned` does, but outside any enclave): a step's
+// time then includes loading its streamed weights.
 //
 // Prints every step with its median time over RUNS runs (after 5 warm-up runs; the median resists
 // other processes on a shared machine), then the time per (op, kernel) pair, largest first. The
@@ -16,6 +20,7 @@
 #include "core/npy.h"
 #include "engine/cpu/compiled_model.h"
 #include "engine/onnx/importer.h"
+#include "epc/sealed_weight_store.h"
 
 int main(int argc, char** argv) {
   using namespace tenet;
@@ -32,6 +37,12 @@ int main(int argc, char** argv) {
   const std::string input_name = graph->value(graph->inputs[0]).name;
   cpu::CompileOptions options;
   options.threads = threads;
+  if (argc > 5) {
+    auto store = epc::SealedWeightStore::create();
+    if (!store.ok()) return std::fprintf(stderr, "%s\n", store.status().to_string().c_str()), 1;
+    options.streaming.store = *store;
+    options.streaming.budget_bytes = static_cast<uint64_t>(std::atof(argv[5]) * (1 << 20));
+  }
   auto model = cpu::compile_model(*graph, {{input_name, input->shape()}}, options);
   if (!model.ok()) return std::fprintf(stderr, "%s\n", model.status().to_string().c_str()), 1;
   std::vector<ConstTensorView> feeds = {input->view()};
