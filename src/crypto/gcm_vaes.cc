@@ -1,20 +1,11 @@
 #include "crypto/gcm_vaes.h"
 
-// GCC 12 reports its own AVX-512 headers' _mm512_undefined_* placeholders as uninitialized
-// (GCC PR 105593); the warnings point into the headers, not at this code.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 #include <cpuid.h>
 #include <strings.h>
 
 #include <cstring>
+
+#include "core/x86_intrinsics.h"
 
 // Only the functions below use AVX-512; the rest of tenet is built for the baseline ISA and calls in
 // here after supported() said yes.

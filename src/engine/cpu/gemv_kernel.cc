@@ -14,17 +14,8 @@
 #include <cstring>
 
 #include "core/allocator.h"
+#include "core/x86_intrinsics.h"
 #include "engine/cpu/kernel.h"
-
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
 namespace tenet::cpu {
 namespace {
