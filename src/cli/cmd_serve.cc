@@ -13,9 +13,13 @@
 // `--mode NAME=MODE` only checks it (a deployment script states what it expects; a mismatch stops
 // the server before any enclave starts). When the manifest has a hybrid model, the enclaves need
 // the untrusted accelerator process: with `--accelerator auto` (default) this process starts
-// `tenet accelerator --listen unix:PATH --backend cpu` itself (one for all enclaves; not restarted
-// if it dies: hybrid requests then fail with an error while tee models keep serving), with
-// `--accelerator unix:PATH` the enclaves connect to one the operator runs.
+// `tenet accelerator --listen unix:PATH --backend cpu` itself (one for all enclaves) and supervises
+// it: if it dies, hybrid requests fail cleanly (503 / UNAVAILABLE) while tee models keep serving,
+// and it is restarted at the same address after a short backoff (at most --accelerator-restarts
+// times a minute; tenet_accelerator_restarts_total, tenet_accelerator_up on /metrics); the
+// enclaves' clients reconnect and register their layers again on their next request. With
+// `--accelerator unix:PATH` the enclaves connect to one the operator runs; this process restarts
+// nothing, but the enclaves reconnect in the same way once it listens again.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -25,13 +29,19 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <climits>
 #include <cstdio>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -74,6 +84,7 @@ struct ServeArgs {
   std::vector<std::string> modes;     // NAME=tee|hybrid, checked against the manifest
   std::string accelerator = "auto";   // auto | unix:PATH
   std::string accelerator_backend = "cpu";
+  int accelerator_restarts = 5;       // per minute, of the --accelerator auto process (0: none)
 };
 
 std::string self_exe() {
@@ -82,67 +93,51 @@ std::string self_exe() {
   return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("tenet");
 }
 
-// The accelerator process this server started (--accelerator auto), stopped with the server.
+// The accelerator process this server started (--accelerator auto), supervised: when it exits, a
+// monitor thread starts it again at the same address (unix socket in a private directory) after
+// a short backoff (200 ms, doubling per consecutive failed start up to 5 s), at most
+// `max_restarts_per_minute` times in any 60 s (then it waits for the window; 0: never restart),
+// logging each exit and restart to stderr. The enclaves' accelerator clients connect again by
+// themselves and register their layers again (src/accel/client.cc). Stopped with the server.
 class OwnedAccelerator {
  public:
+  using Observer = std::function<void(bool up, bool restarted)>;
   ~OwnedAccelerator() { stop(); }
-  static tenet::Result<std::unique_ptr<OwnedAccelerator>> start(const std::string& backend, int threads) {
+  static tenet::Result<std::unique_ptr<OwnedAccelerator>> start(const std::string& backend, int threads,
+                                                                int max_restarts_per_minute) {
     auto acc = std::unique_ptr<OwnedAccelerator>(new OwnedAccelerator());
     char dir_template[] = "/tmp/tenet-accel-XXXXXX";
     if (::mkdtemp(dir_template) == nullptr) return tenet::internal_error("mkdtemp: {}", std::strerror(errno));
     acc->dir_ = dir_template;
     acc->address_ = "unix:" + acc->dir_ + "/accel.sock";
-    std::vector<std::string> args = {self_exe(), "accelerator", "--listen", acc->address_, "--backend", backend};
+    acc->args_ = {self_exe(), "accelerator", "--listen", acc->address_, "--backend", backend};
     if (threads > 0) {
-      args.push_back("--threads");
-      args.push_back(std::to_string(threads));
+      acc->args_.push_back("--threads");
+      acc->args_.push_back(std::to_string(threads));
     }
-    int out[2];
-    if (::pipe2(out, O_CLOEXEC) != 0) return tenet::internal_error("pipe: {}", std::strerror(errno));
-    std::vector<char*> cargv;
-    for (auto& s : args) cargv.push_back(s.data());
-    cargv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-    pid_t pid = 0;
-    const int rc = ::posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(out[1]);
-    if (rc != 0) {
-      ::close(out[0]);
-      return tenet::internal_error("cannot start the accelerator: {}", std::strerror(rc));
-    }
-    acc->pid_ = pid;
-    acc->out_fd_ = out[0];
-    // Wait for its {"event":"listening",...} line.
-    std::string line;
-    for (int waited_ms = 0; waited_ms < 60000;) {
-      pollfd p{acc->out_fd_, POLLIN, 0};
-      const int n = ::poll(&p, 1, 250);
-      if (n < 0 && errno != EINTR) break;
-      if (n <= 0) {
-        waited_ms += 250;
-        continue;
-      }
-      char c;
-      const ssize_t r = ::read(acc->out_fd_, &c, 1);
-      if (r <= 0) break;  // exited
-      if (c != '\n') {
-        if (line.size() < 4096) line.push_back(c);
-        continue;
-      }
-      const auto j = nlohmann::json::parse(line, nullptr, false);
-      if (j.is_object() && j.value("event", "") == "listening") {
-        acc->backend_ = j.value("backend", backend);
-        return acc;
-      }
-      line.clear();
-    }
-    return tenet::failed_precondition("the accelerator process ({}) did not start listening on {}; see its log above",
-                                      args[0], acc->address_);
+    acc->requested_backend_ = backend;
+    acc->max_restarts_per_minute_ = max_restarts_per_minute;
+    auto child = acc->spawn();
+    if (!child.ok()) return child.status();
+    acc->pid_ = child->pid;
+    acc->out_fd_ = child->out_fd;
+    acc->backend_ = child->backend;
+    return acc;
+  }
+  // Starts the monitor thread; `observer` hears of exits (up = false) and restarts (up = true).
+  void supervise(Observer observer) {
+    observer_ = std::move(observer);
+    if (observer_) observer_(true, false);
+    monitor_ = std::thread([this] { monitor_loop(); });
   }
   void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (monitor_.joinable()) monitor_.join();
+    std::lock_guard<std::mutex> lock(mu_);
     if (pid_ > 0) {
       ::kill(pid_, SIGTERM);
       int status = 0;
@@ -164,11 +159,157 @@ class OwnedAccelerator {
   }
   const std::string& address() const { return address_; }
   const std::string& backend() const { return backend_; }
-  int pid() const { return pid_; }
+  int pid() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return pid_;
+  }
 
  private:
+  struct Child {
+    pid_t pid = -1;
+    int out_fd = -1;
+    std::string backend;
+  };
   OwnedAccelerator() = default;
-  std::string dir_, address_, backend_;
+
+  // Starts `tenet accelerator` and waits (up to 60 s) for its {"event":"listening",...} line.
+  tenet::Result<Child> spawn() {
+    std::vector<std::string> args = args_;
+    int out[2];
+    if (::pipe2(out, O_CLOEXEC) != 0) return tenet::internal_error("pipe: {}", std::strerror(errno));
+    std::vector<char*> cargv;
+    for (auto& s : args) cargv.push_back(s.data());
+    cargv.push_back(nullptr);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
+    pid_t pid = 0;
+    const int rc = ::posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    ::close(out[1]);
+    if (rc != 0) {
+      ::close(out[0]);
+      return tenet::internal_error("cannot start the accelerator: {}", std::strerror(rc));
+    }
+    std::string line;
+    for (int waited_ms = 0; waited_ms < 60000;) {
+      pollfd p{out[0], POLLIN, 0};
+      const int n = ::poll(&p, 1, 250);
+      if (n < 0 && errno != EINTR) break;
+      if (n <= 0) {
+        waited_ms += 250;
+        continue;
+      }
+      char c;
+      const ssize_t r = ::read(out[0], &c, 1);
+      if (r <= 0) break;  // exited
+      if (c != '\n') {
+        if (line.size() < 4096) line.push_back(c);
+        continue;
+      }
+      const auto j = nlohmann::json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("event", "") == "listening") {
+        // Its later stdout is drained by the monitor (a full pipe would block it).
+        ::fcntl(out[0], F_SETFL, ::fcntl(out[0], F_GETFL) | O_NONBLOCK);
+        return Child{pid, out[0], j.value("backend", requested_backend_)};
+      }
+      line.clear();
+    }
+    ::close(out[0]);
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return tenet::failed_precondition("the accelerator process ({}) did not start listening on {}; see its log above",
+                                      args[0], address_);
+  }
+
+  static std::string describe_exit(int status) {
+    if (WIFSIGNALED(status)) return fmt::format("killed by signal {}", WTERMSIG(status));
+    if (WIFEXITED(status)) return fmt::format("exit status {}", WEXITSTATUS(status));
+    return fmt::format("status {}", status);
+  }
+
+  void drain_stdout() {
+    char buf[4096];
+    while (out_fd_ >= 0 && ::read(out_fd_, buf, sizeof(buf)) > 0) {
+    }
+  }
+
+  void monitor_loop() {
+    using Clock = std::chrono::steady_clock;
+    std::deque<Clock::time_point> restarts;  // within the last minute
+    int failed_starts = 0;
+    Clock::time_point next_start{};
+    bool waiting_logged = false;
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stopping_) {
+      cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stopping_; });
+      if (stopping_) break;
+      if (pid_ > 0) {
+        drain_stdout();
+        int status = 0;
+        if (::waitpid(pid_, &status, WNOHANG) != pid_) continue;
+        const int old = pid_;
+        pid_ = -1;
+        if (out_fd_ >= 0) ::close(out_fd_);
+        out_fd_ = -1;
+        if (observer_) observer_(false, false);
+        if (max_restarts_per_minute_ <= 0) {
+          std::fprintf(stderr, "tenet serve: the accelerator (pid %d) exited (%s); not restarting it "
+                               "(--accelerator-restarts 0): hybrid requests fail until the server restarts\n",
+                       old, describe_exit(status).c_str());
+          return;
+        }
+        next_start = Clock::now() + std::chrono::milliseconds(200);
+        failed_starts = 0;
+        std::fprintf(stderr, "tenet serve: the accelerator (pid %d) exited (%s); restarting it in 200 ms\n", old,
+                     describe_exit(status).c_str());
+        continue;
+      }
+      // Down: restart when the backoff has passed and the per-minute budget allows.
+      const auto now = Clock::now();
+      while (!restarts.empty() && now - restarts.front() >= std::chrono::minutes(1)) restarts.pop_front();
+      if (now < next_start) continue;
+      if (restarts.size() >= static_cast<size_t>(max_restarts_per_minute_)) {
+        if (!waiting_logged) {
+          std::fprintf(stderr, "tenet serve: the accelerator was restarted %zu times in the last minute "
+                               "(--accelerator-restarts %d); waiting before the next restart\n",
+                       restarts.size(), max_restarts_per_minute_);
+          waiting_logged = true;
+        }
+        continue;
+      }
+      waiting_logged = false;
+      restarts.push_back(now);
+      lock.unlock();
+      auto child = spawn();
+      lock.lock();
+      if (!child.ok()) {
+        ++failed_starts;
+        const int delay_ms = std::min(5000, 200 << std::min(failed_starts, 5));
+        next_start = Clock::now() + std::chrono::milliseconds(delay_ms);
+        std::fprintf(stderr, "tenet serve: restarting the accelerator failed (%s); trying again in %d ms\n",
+                     child.status().to_string().c_str(), delay_ms);
+        continue;
+      }
+      pid_ = child->pid;
+      out_fd_ = child->out_fd;
+      failed_starts = 0;
+      if (observer_) observer_(true, true);
+      std::fprintf(stderr, "tenet serve: restarted the accelerator (%s backend, pid %d) on %s (%zu restarts in the last minute)\n",
+                   child->backend.c_str(), pid_, address_.c_str(), restarts.size());
+      if (stopping_) break;  // stop() kills it
+    }
+  }
+
+  std::string dir_, address_, backend_, requested_backend_;
+  std::vector<std::string> args_;
+  int max_restarts_per_minute_ = 0;
+  Observer observer_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread monitor_;
   int pid_ = -1;
   int out_fd_ = -1;
 };
@@ -216,9 +357,14 @@ int run_serve(const ServeArgs& a) {
   std::string accelerator_address;
   if (manifest->any_hybrid()) {
     if (a.accelerator == "auto") {
-      auto acc = OwnedAccelerator::start(a.accelerator_backend, a.threads);
+      auto acc = OwnedAccelerator::start(a.accelerator_backend, a.threads, a.accelerator_restarts);
       if (!acc.ok()) return tenet::cli::fail(acc.status());
       owned_accelerator = std::move(acc).value();
+      HostMetrics* mp = metrics->get();
+      owned_accelerator->supervise([mp](bool up, bool restarted) {
+        mp->accelerator_up(up);
+        if (restarted) mp->accelerator_restarted();
+      });
       accelerator_address = owned_accelerator->address();
       std::fprintf(stderr, "tenet serve: started the accelerator (%s backend, pid %d) on %s for the hybrid models\n",
                    owned_accelerator->backend().c_str(), owned_accelerator->pid(), accelerator_address.c_str());
@@ -384,7 +530,10 @@ int run_serve(const ServeArgs& a) {
   if (sched) ready["schedule"] = sched->describe();
   if (!accelerator_address.empty()) {
     ready["accelerator"] = {{"address", accelerator_address}, {"owned", owned_accelerator != nullptr}};
-    if (owned_accelerator) ready["accelerator"]["pid"] = owned_accelerator->pid();
+    if (owned_accelerator) {
+      ready["accelerator"]["pid"] = owned_accelerator->pid();
+      ready["accelerator"]["restarts_per_minute"] = a.accelerator_restarts;
+    }
   }
   std::printf("%s\n", ready.dump().c_str());
   std::fflush(stdout);
@@ -459,8 +608,15 @@ const tenet::cli::CommandRegistration kServe([](CLI::App& app) {
                   "this option cannot change it");
   cmd->add_option("--accelerator", a->accelerator,
                   "For the manifest's hybrid models: auto (default: start `tenet accelerator --listen unix:PATH` for all "
-                  "enclaves, stopped with the server, not restarted) or unix:PATH of an accelerator the operator runs. "
+                  "enclaves, restarted if it exits (see --accelerator-restarts), stopped with the server) or unix:PATH of "
+                  "an accelerator the operator runs (never restarted by this process). Either way the enclaves reconnect "
+                  "and register their layers again when it is back; requests meanwhile fail with 503 / UNAVAILABLE. "
                   "Untrusted: it sees blinded data only");
+  cmd->add_option("--accelerator-restarts", a->accelerator_restarts,
+                  "With --accelerator auto: most restarts of the accelerator in any minute after it exits (default 5; "
+                  "first after 200 ms, backing off to 5 s while starts fail; 0: never restart). Logged to stderr and "
+                  "counted in tenet_accelerator_restarts_total on --metrics")
+      ->check(CLI::Range(0, 1000));
   cmd->add_option("--accelerator-backend", a->accelerator_backend, "Backend of the accelerator started by --accelerator auto: cpu (default) or cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--launcher", a->launcher, "Command prefix that starts an enclave, e.g. gramine-sgx (default: none)");

@@ -24,8 +24,12 @@
 //     request with kResourceExhausted (HTTP 503 / gRPC UNAVAILABLE: the request was valid, the
 //     service cannot answer it now), the message naming the model and the hybrid runtime's cause
 //     (the layer, and e.g. "cannot connect to accelerator"); no output comes from a bad result.
-//     The model stays loaded and later requests try the accelerator again. Requests never hang
-//     on a dead accelerator: its socket closes, and the client's read or connect fails at once.
+//     The model stays loaded and later requests try the accelerator again: the remote client
+//     (accel/client.cc) connects again and registers the model's layers again on a restarted
+//     accelerator process (`tenet serve` restarts the one it started), under the same handles,
+//     so requests succeed again once it listens; blinding and Freivalds checks are unchanged.
+//     Requests never hang on a dead accelerator: its socket closes, and the client's read or
+//     connect fails at once.
 //   * Leak hygiene as the engine-backed model: inputs are wiped after the run; the caller wipes
 //     the outputs once encoded.
 #pragma once

@@ -24,6 +24,8 @@ struct HostMetrics::Impl {
   prometheus::Family<prometheus::Histogram>* duration;
   prometheus::Family<prometheus::Gauge>* up;
   prometheus::Family<prometheus::Counter>* restarts;
+  prometheus::Family<prometheus::Gauge>* accelerator_up;
+  prometheus::Family<prometheus::Counter>* accelerator_restarts;
   prometheus::Family<prometheus::Counter>* requests;
   prometheus::Family<prometheus::Counter>* queue_seconds;
   prometheus::Family<prometheus::Counter>* compute_seconds;
@@ -103,6 +105,14 @@ Result<std::unique_ptr<HostMetrics>> HostMetrics::create(const std::string& list
   impl->duration = &prometheus::BuildHistogram().Name("tenet_relay_connection_seconds").Help("Client connection lifetime").Register(r);
   impl->up = &prometheus::BuildGauge().Name("tenet_enclave_up").Help("1 while the enclave is ready").Register(r);
   impl->restarts = &prometheus::BuildCounter().Name("tenet_enclave_restarts_total").Help("Enclave restarts after an exit").Register(r);
+  impl->accelerator_up = &prometheus::BuildGauge()
+                             .Name("tenet_accelerator_up")
+                             .Help("1 while the accelerator process serve started (--accelerator auto) runs")
+                             .Register(r);
+  impl->accelerator_restarts = &prometheus::BuildCounter()
+                                   .Name("tenet_accelerator_restarts_total")
+                                   .Help("Restarts of the accelerator process serve started, after it exited")
+                                   .Register(r);
   impl->requests = &prometheus::BuildCounter().Name("tenet_model_requests_total").Help("Inference requests, by outcome").Register(r);
   impl->queue_seconds = &prometheus::BuildCounter().Name("tenet_model_queue_seconds_total").Help("Time requests waited in the batch queue").Register(r);
   impl->compute_seconds = &prometheus::BuildCounter().Name("tenet_model_compute_seconds_total").Help("Time spent computing").Register(r);
@@ -146,6 +156,10 @@ std::shared_ptr<RelayObserver> HostMetrics::relay_observer(const std::string& pr
 void HostMetrics::enclave_up(size_t slot, bool up) { impl_->up->Add({{"instance", std::to_string(slot)}}).Set(up ? 1 : 0); }
 
 void HostMetrics::enclave_restarted(size_t slot) { impl_->restarts->Add({{"instance", std::to_string(slot)}}).Increment(); }
+
+void HostMetrics::accelerator_up(bool up) { impl_->accelerator_up->Add({}).Set(up ? 1 : 0); }
+
+void HostMetrics::accelerator_restarted() { impl_->accelerator_restarts->Add({}).Increment(); }
 
 void HostMetrics::apply_enclave_stats(size_t slot, const nlohmann::json& event) {
   if (!event.contains("models") || !event["models"].is_object()) return;

@@ -26,6 +26,10 @@ class HostMetrics {
   std::shared_ptr<RelayObserver> relay_observer(const std::string& protocol);
   void enclave_up(size_t slot, bool up);
   void enclave_restarted(size_t slot);
+  // The accelerator process `tenet serve --accelerator auto` runs for hybrid models:
+  // tenet_accelerator_up (1 while it runs) and tenet_accelerator_restarts_total.
+  void accelerator_up(bool up);
+  void accelerator_restarted();
   // An enclave's {"event":"stats","models":{NAME:{"success":N,"fail":N,"queue_us":N,"compute_us":N}}}
   // line: cumulative counters, applied as deltas. Malformed lines are ignored.
   void apply_enclave_stats(size_t slot, const nlohmann::json& event);

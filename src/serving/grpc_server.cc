@@ -227,6 +227,13 @@ class Service final : public inference::GRPCInferenceService::Service {
       for (size_t d = skip; d < s.shape.size(); ++d) out->add_dims(s.shape[d]);
     }
     if (model.max_batch_size() > 0) c->mutable_dynamic_batching()->set_max_queue_delay_microseconds(model.max_queue_delay_us());
+    // Triton's ModelConfig.parameters (map<string, ModelParameter{string_value}>): the protection
+    // mode, as REST's model config shows it (kserve_rest.cc, model_config_json: "mode", and
+    // "verify_bits" for hybrid models, as strings).
+    const ProtectionInfo p = model.protection();
+    auto& params = *c->mutable_parameters();
+    params["mode"].set_string_value(p.mode);
+    if (p.mode == "hybrid") params["verify_bits"].set_string_value(std::to_string(p.verify_bits));
     return grpc::Status::OK;
   }
   grpc::Status ModelStatistics(grpc::ServerContext*, const inference::ModelStatisticsRequest* req,

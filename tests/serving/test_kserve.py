@@ -116,6 +116,7 @@ def test_tritonclient_http(server, cert, reference):
     assert md["inputs"][0]["shape"] == [-1, 3, 224, 224] and md["outputs"][0]["shape"] == [-1, 1000]
     cfg = client.get_model_config(MODEL_NAME)
     assert cfg["max_batch_size"] > 0
+    assert cfg["parameters"] == {"mode": {"string_value": "tee"}}
     for batch, (x, want) in reference.items():
         for binary in (True, False):
             inp = httpclient.InferInput("input", list(x.shape), "FP32")
@@ -136,6 +137,11 @@ def test_tritonclient_grpc(server, cert, reference):
     assert md["platform"] == "onnx_onnxv1"
     cfg = client.get_model_config(MODEL_NAME, as_json=True)
     assert cfg["config"]["name"] == MODEL_NAME
+    assert cfg["config"]["platform"] == md["platform"]
+    # ModelConfig.parameters (Triton's field 14): the protection mode, as REST's config shows it.
+    assert cfg["config"]["parameters"] == {"mode": {"string_value": "tee"}}
+    typed = client.get_model_config(MODEL_NAME).config
+    assert {k: v.string_value for k, v in typed.parameters.items()} == {"mode": "tee"}
     for batch, (x, want) in reference.items():
         inp = grpcclient.InferInput("input", list(x.shape), "FP32")
         inp.set_data_from_numpy(x)

@@ -4,6 +4,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -128,6 +130,84 @@ TEST_F(RemoteTest, ConcurrentClientsAndCalls) {
   });
   for (auto& th : threads) th.join();
   EXPECT_EQ(bad.load(), 0);
+}
+
+// A restarted accelerator process: while it is down runs fail at once (no hang, no output);
+// once a new server listens at the same address, the client connects again, registers its
+// layers again (the new server numbers them differently) and its handles give exact results.
+TEST_F(RemoteTest, ClientReconnectsAndRegistersItsLayersAgainAfterARestart) {
+  auto client = connect_accelerator(address_);
+  ASSERT_TRUE(client.ok());
+  std::mt19937_64 rng(23);
+  LinearSpec a = testing::conv({4, 3, 3, 3}, {1, 1}, {1, 1, 1, 1});
+  LinearSpec b = testing::matmul(5, 7);
+  testing::fill_weights(a, rng);
+  testing::fill_weights(b, rng);
+  const int32_t ha = (*client)->add_layer(a).value();
+  const int32_t hb = (*client)->add_layer(b).value();
+  const Shape in_a = {1, 3, 6, 6}, in_b = {2, 7};
+  const std::vector<uint32_t> xa = testing::random_field(numel(in_a), rng), xb = testing::random_field(numel(in_b), rng);
+  std::vector<uint32_t> want_a(static_cast<size_t>(numel(output_shape(a, in_a).value())));
+  std::vector<uint32_t> want_b(static_cast<size_t>(numel(output_shape(b, in_b).value())));
+  ASSERT_TRUE(reference_linear(a, in_a, xa, want_a).ok());
+  ASSERT_TRUE(reference_linear(b, in_b, xb, want_b).ok());
+  auto check = [&](const char* when) {
+    SCOPED_TRACE(when);
+    std::vector<uint32_t> ya(want_a.size()), yb(want_b.size());
+    Status sa = (*client)->run(ha, in_a, xa, ya);
+    ASSERT_TRUE(sa.ok()) << sa.to_string();
+    Status sb = (*client)->run(hb, in_b, xb, yb);
+    ASSERT_TRUE(sb.ok()) << sb.to_string();
+    EXPECT_EQ(ya, want_a);
+    EXPECT_EQ(yb, want_b);
+  };
+  check("first server");
+
+  // The server goes away (its connections close, the socket is removed).
+  server_.reset();
+  for (int i = 0; i < 3; ++i) {
+    std::vector<uint32_t> y(want_a.size(), 0);
+    const auto t0 = std::chrono::steady_clock::now();
+    Status s = (*client)->run(ha, in_a, xa, y);
+    EXPECT_FALSE(s.ok());
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+    EXPECT_EQ(y, std::vector<uint32_t>(want_a.size(), 0)) << "no output from a dead accelerator";
+  }
+
+  // A new server at the same address, where another client registered layers first, so that the
+  // ids the first server gave no longer name the same layers.
+  auto backend = make_cpu_accelerator(0);
+  ASSERT_TRUE(backend.ok());
+  auto server = AcceleratorServer::start(std::shared_ptr<Accelerator>(std::move(backend).value()), address_);
+  ASSERT_TRUE(server.ok()) << server.status().to_string();
+  server_ = std::move(server).value();
+  {
+    auto other = connect_accelerator(address_);
+    ASSERT_TRUE(other.ok());
+    LinearSpec decoy = testing::matmul(5, 7);
+    testing::fill_weights(decoy, rng);
+    ASSERT_TRUE((*other)->add_layer(decoy).ok());
+    ASSERT_TRUE((*other)->add_layer(decoy).ok());
+  }
+  check("restarted server");
+  check("restarted server, pooled connection");
+  // Concurrent calls on the new session.
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      std::vector<uint32_t> y(want_b.size());
+      if (!(*client)->run(hb, in_b, xb, y).ok() || y != want_b) ++bad;
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+  // New layers still register after a restart.
+  const int32_t hc = (*client)->add_layer(b).value();
+  EXPECT_NE(hc, hb);
+  std::vector<uint32_t> yc(want_b.size());
+  ASSERT_TRUE((*client)->run(hc, in_b, xb, yc).ok());
+  EXPECT_EQ(yc, want_b);
 }
 
 TEST_F(RemoteTest, ClientRejectsBadCallsLocally) {

@@ -1,16 +1,20 @@
 // HybridServedModel (enclave/hybrid_served_model.h): a hybrid model behind the KServe interface.
 // Outputs agree with the engine, metadata shows the mode, the unblinding pool refills while the
 // model is idle and a dry pool does not fail requests, a failing accelerator fails requests
-// cleanly (and the model recovers with it).
+// cleanly (and the model recovers with it, also when a remote accelerator process restarts).
 #include <gtest/gtest.h>
+
+#include <stdlib.h>
 
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "accel/server.h"
 #include "engine/cpu/compiled_model.h"
 #include "engine/onnx/importer.h"
 #include "enclave/hybrid_served_model.h"
@@ -155,6 +159,63 @@ TEST(HybridServedModel, FailingAcceleratorFailsRequestsCleanly) {
   std::vector<Tensor> again;
   again.push_back(input(9));
   EXPECT_TRUE(l.model->infer(std::move(again)).ok());
+}
+
+// A real remote accelerator (accel/server.h behind accel::connect_accelerator) that goes away
+// and comes back at the same address, as `tenet serve` restarts the one it started: requests
+// fail cleanly while it is down, then succeed again with the same outputs (the client has
+// registered the model's layers on the new server), Freivalds checks included.
+TEST(HybridServedModel, RecoversWhenARemoteAcceleratorRestarts) {
+  char tmpl[] = "/tmp/tenet-hsm-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl, address = "unix:" + dir + "/accel.sock";
+  auto start_server = [&] {
+    auto backend = accel::make_cpu_accelerator(1);
+    EXPECT_TRUE(backend.ok());
+    auto server = accel::AcceleratorServer::start(std::shared_ptr<accel::Accelerator>(std::move(backend).value()), address);
+    EXPECT_TRUE(server.ok()) << server.status().to_string();
+    return server.ok() ? std::move(server).value() : nullptr;
+  };
+  auto server = start_server();
+  ASSERT_TRUE(server);
+  auto remote = accel::connect_accelerator(address);
+  ASSERT_TRUE(remote.ok()) << remote.status().to_string();
+  const ir::Graph g = small_graph();
+  HybridServedOptions o;
+  o.accelerator = std::shared_ptr<accel::Accelerator>(std::move(remote).value());
+  o.trusted_linear = std::make_shared<hybrid::ExactLinear>();
+  o.unblind_pool = 1;
+  o.threads = 1;
+  auto m = load_hybrid_model("small", g, o);
+  ASSERT_TRUE(m.ok()) << m.status().to_string();
+  auto infer = [&](uint32_t seed) {
+    std::vector<Tensor> in;
+    in.push_back(input(seed));
+    return (*m)->infer(std::move(in));
+  };
+  const Tensor want = engine_output(g, input(3));
+  auto before = infer(3);
+  ASSERT_TRUE(before.ok()) << before.status().to_string();
+  EXPECT_LT(relative_error((*before)[0], want), 0.05);
+
+  server.reset();  // killed: connections close, nothing listens
+  for (int i = 0; i < 2; ++i) {
+    auto down = infer(3);
+    ASSERT_FALSE(down.ok());
+    EXPECT_EQ(down.status().code(), StatusCode::kResourceExhausted) << down.status().to_string();
+  }
+  server = start_server();  // restarted, same address, knows no layers
+  ASSERT_TRUE(server);
+  for (int i = 0; i < 3; ++i) {
+    auto after = infer(3);
+    ASSERT_TRUE(after.ok()) << after.status().to_string();
+    EXPECT_LT(relative_error((*after)[0], want), 0.05);
+    EXPECT_LT(relative_error((*after)[0], (*before)[0]), 1e-3);
+  }
+  EXPECT_EQ((*m)->stats().fail.count, 2u);
+  m->reset();
+  server.reset();
+  std::filesystem::remove_all(dir);
 }
 
 TEST(HybridServedModel, NoAcceleratorIsRefused) {
