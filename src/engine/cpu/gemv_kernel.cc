@@ -21,6 +21,10 @@ namespace tenet::cpu {
 namespace {
 
 constexpr int64_t kLanes = 64;
+// Weight rows are prefetched 1 KiB ahead (alexnet's fc6 at batch 1 on 2 threads, 151 MB from
+// DRAM: 6.5 ms with one row at a time, 5.3 ms with four rows and this prefetch; oneDNN 2.6's
+// matmul 6.0 ms).
+constexpr int64_t kPrefetchFloats = 256;
 // Pieces of about this size: a thread's piece stays in its L2 between decryption and use.
 constexpr uint64_t kPieceTarget = 256 * 1024;
 
@@ -32,7 +36,8 @@ float finish_dot(float* acc, float tail) {
 }
 
 // The portable form, and the AVX-512 form with the same order of additions. One of them is picked
-// per process, and every GemvKernel uses it for execute() and execute_pieces() alike.
+// per process, and every GemvKernel uses it for execute() and execute_pieces() alike. A row's result
+// does not depend on which rows it is grouped with.
 float dot_portable(const float* x, const float* w, int64_t k) {
   float acc[kLanes] = {};
   int64_t i = 0;
@@ -50,33 +55,50 @@ float dot_portable(const float* x, const float* w, int64_t k) {
   return finish_dot(acc, tail);
 }
 
-__attribute__((target("avx512f"))) float dot_avx512(const float* x, const float* w, int64_t k) {
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+// Four rows at once (four memory streams per thread, where one stream alone leaves DRAM
+// bandwidth unused); each row's partial sums are formed exactly as in dot_portable's order.
+__attribute__((target("avx512f"))) void dot4_avx512(const float* x, const float* w, int64_t k, int64_t rows, float* out) {
+  __m512 acc[4][4];
+  for (int r = 0; r < 4; ++r)
+    for (int j = 0; j < 4; ++j) acc[r][j] = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + kLanes <= k; i += kLanes) {
-    a0 = _mm512_add_ps(a0, _mm512_mul_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(w + i)));
-    a1 = _mm512_add_ps(a1, _mm512_mul_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(w + i + 16)));
-    a2 = _mm512_add_ps(a2, _mm512_mul_ps(_mm512_loadu_ps(x + i + 32), _mm512_loadu_ps(w + i + 32)));
-    a3 = _mm512_add_ps(a3, _mm512_mul_ps(_mm512_loadu_ps(x + i + 48), _mm512_loadu_ps(w + i + 48)));
+    const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16), x2 = _mm512_loadu_ps(x + i + 32),
+                 x3 = _mm512_loadu_ps(x + i + 48);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* wr = w + r * k + i;
+      _mm_prefetch(reinterpret_cast<const char*>(wr + kPrefetchFloats), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(wr + kPrefetchFloats + 16), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(wr + kPrefetchFloats + 32), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(wr + kPrefetchFloats + 48), _MM_HINT_T0);
+      acc[r][0] = _mm512_add_ps(acc[r][0], _mm512_mul_ps(x0, _mm512_loadu_ps(wr)));
+      acc[r][1] = _mm512_add_ps(acc[r][1], _mm512_mul_ps(x1, _mm512_loadu_ps(wr + 16)));
+      acc[r][2] = _mm512_add_ps(acc[r][2], _mm512_mul_ps(x2, _mm512_loadu_ps(wr + 32)));
+      acc[r][3] = _mm512_add_ps(acc[r][3], _mm512_mul_ps(x3, _mm512_loadu_ps(wr + 48)));
+    }
   }
-  alignas(64) float acc[kLanes];
-  _mm512_store_ps(acc, a0);
-  _mm512_store_ps(acc + 16, a1);
-  _mm512_store_ps(acc + 32, a2);
-  _mm512_store_ps(acc + 48, a3);
-  float tail = 0.f;
-  for (; i < k; ++i) {
-    const float p = x[i] * w[i];
-    tail += p;
+  for (int64_t r = 0; r < rows; ++r) {
+    alignas(64) float lanes[kLanes];
+    for (int j = 0; j < 4; ++j) _mm512_store_ps(lanes + 16 * j, acc[r][j]);
+    float tail = 0.f;
+    for (int64_t t = i; t < k; ++t) {
+      const float p = x[t] * w[r * k + t];
+      tail += p;
+    }
+    out[r] = finish_dot(lanes, tail);
   }
-  return finish_dot(acc, tail);
 }
 
-using DotFn = float (*)(const float*, const float*, int64_t);
+void dot4_portable(const float* x, const float* w, int64_t k, int64_t rows, float* out) {
+  for (int64_t r = 0; r < rows; ++r) out[r] = dot_portable(x, w + r * k, k);
+}
+
+// Dot products of x with `rows` (at most 4) consecutive rows of w.
+using DotFn = void (*)(const float* x, const float* w, int64_t k, int64_t rows, float* out);
 
 DotFn pick_dot() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") ? dot_avx512 : dot_portable;
+  return __builtin_cpu_supports("avx512f") ? dot4_avx512 : dot4_portable;
 }
 
 struct GemvShape {
@@ -149,9 +171,9 @@ class GemvKernel final : public Kernel {
 
   Status execute(dnnl::stream&) override {
     if (weight_ == nullptr) return internal_error("tenet_gemv: the weight is not in memory");
-    const int64_t n = s_.n;
+    const int64_t groups = (s_.n + 3) / 4;
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < n; ++r) y_[r] = output(r, weight_ + r * s_.k);
+    for (int64_t g = 0; g < groups; ++g) compute_rows(4 * g, std::min<int64_t>(4, s_.n - 4 * g), weight_ + 4 * g * s_.k);
     return ok_status();
   }
 
@@ -210,7 +232,7 @@ class GemvKernel final : public Kernel {
           continue;
         }
         const auto* w = reinterpret_cast<const float*>(*bytes);
-        for (int64_t r = 0; r < rows; ++r) y_[first + r] = output(first + r, w + r * s_.k);
+        for (int64_t r = 0; r < rows; r += 4) compute_rows(first + r, std::min<int64_t>(4, rows - r), w + r * s_.k);
       }
       if (!buf.empty()) explicit_bzero(buf.data(), buf.size());
     }
@@ -222,9 +244,14 @@ class GemvKernel final : public Kernel {
   }
 
  private:
-  float output(int64_t r, const float* row) const {
-    const float v = dot_(x_, row, s_.k) + bias_[r];
-    return s_.relu ? std::max(v, 0.f) : v;
+  // Outputs [first, first + rows), rows <= 4, from their weight rows at `w`.
+  void compute_rows(int64_t first, int64_t rows, const float* w) const {
+    float d[4];
+    dot_(x_, w, s_.k, rows, d);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float v = d[r] + bias_[first + r];
+      y_[first + r] = s_.relu ? std::max(v, 0.f) : v;
+    }
   }
 
   GemvShape s_;
