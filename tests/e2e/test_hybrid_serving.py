@@ -236,3 +236,29 @@ def test_operator_accelerator_is_not_restarted_but_enclaves_reconnect(tmp_path_f
                 assert relative_l2(got, before) <= 0.05
     finally:
         d.stop()
+
+
+def test_accelerator_restarts_zero_leaves_a_dead_accelerator_down(tmp_path_factory):
+    # --accelerator-restarts 0: the operator asked for no restarts. A killed accelerator stays
+    # down: hybrid requests keep failing cleanly (503), the metrics say so, tee keeps serving.
+    from tenet_client import InferenceError, TenetClient
+    d = HybridDeployment(tmp_path_factory.mktemp("hybrid-norestart"), TEE, HYBRID, enclaves=1, threads=2)
+    try:
+        d.prepare().start_keybroker().start_server(extra=("--accelerator-restarts", "0"))
+        d.attest()
+        x = np.load(export_reference(HYBRID).input)
+        with TenetClient(d.http, cert=str(d.dir / "server.pem"), timeout=60) as c:
+            c.infer(HYBRID, {"input": x})
+            pid = d.serving_info["accelerator"]["pid"]
+            os.kill(pid, signal.SIGKILL)
+            time.sleep(1.5)  # well past the first restart's 200 ms backoff
+            for _ in range(3):
+                with pytest.raises(InferenceError) as err:
+                    c.infer(HYBRID, {"input": x})
+                assert err.value.status == 503
+            assert c.infer(TEE, {"input": np.load(export_reference(TEE).input)})["output"].shape[-1] == 1000
+        assert "restarted the accelerator" not in _serve_log(d)
+        assert _metric(d, "tenet_accelerator_up") == 0
+        assert (_metric(d, "tenet_accelerator_restarts_total") or 0) == 0
+    finally:
+        d.stop()
