@@ -242,6 +242,18 @@ Status check_tag(const uint8_t* expected, const uint8_t* computed, std::span<uin
   return ok_status();
 }
 
+// Opens with tenet's VAES GCM, which reads each ciphertext byte once and uses that one copy for
+// both GHASH and decryption, so `ciphertext` may lie in untrusted memory. The tag is copied first.
+Status vaes_open(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext, ByteSpan tag, std::span<uint8_t> out) {
+  uint8_t expected[kAesGcmTagBytes], computed[kAesGcmTagBytes];
+  std::memcpy(expected, tag.data(), kAesGcmTagBytes);
+  gcm_vaes::Context vaes;
+  vaes.start(key.data(), iv.data(), aad.data(), aad.size());
+  vaes.decrypt(ciphertext.data(), out.data(), ciphertext.size());
+  vaes.finish(computed);
+  return check_tag(expected, computed, out);
+}
+
 // Runs `in` through the cipher into `out` (same size). EVP takes int lengths: large messages go
 // in pieces.
 Status gcm_update(EVP_CIPHER_CTX* ctx, ByteSpan in, uint8_t* out) {
@@ -311,15 +323,7 @@ Status aes256gcm_open_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan cip
   const size_t n = ciphertext_and_tag.size() - kAesGcmTagBytes;
   if (n > kMaxGcmInput) return out_of_range("AES-GCM message of {} bytes is too large", n);
   if (out.size() != n) return invalid_argument("AES-GCM output buffer is {} bytes, expected {}", out.size(), n);
-  if (use_vaes_gcm()) {
-    uint8_t expected[kAesGcmTagBytes], computed[kAesGcmTagBytes];
-    std::memcpy(expected, ciphertext_and_tag.data() + n, kAesGcmTagBytes);
-    gcm_vaes::Context vaes;
-    vaes.start(key.data(), iv.data(), aad.data(), aad.size());
-    vaes.decrypt(ciphertext_and_tag.data(), out.data(), n);
-    vaes.finish(computed);
-    return check_tag(expected, computed, out);
-  }
+  if (use_vaes_gcm()) return vaes_open(key, iv, aad, ciphertext_and_tag.first(n), ciphertext_and_tag.subspan(n), out);
   Owned<EVP_CIPHER_CTX> ctx(EVP_CIPHER_CTX_new());
   TENET_RETURN_IF_ERROR(gcm_begin(ctx.get(), key, iv, aad, 0));
   if (Status s = gcm_update(ctx.get(), ciphertext_and_tag.first(n), out.data()); !s.ok()) {
@@ -346,18 +350,9 @@ Status aes256gcm_open_from_untrusted(ByteSpan key, ByteSpan iv, ByteSpan aad, By
   if (out.size() != untrusted_ciphertext.size()) {
     return invalid_argument("AES-GCM output buffer is {} bytes, expected {}", out.size(), untrusted_ciphertext.size());
   }
-  if (use_vaes_gcm()) {
-    // tenet's GCM reads each ciphertext byte once and uses that one copy for both GHASH and
-    // decryption, so it runs straight off untrusted memory (no bounce copy, and the hardware
-    // prefetcher streams the ciphertext while the rounds run).
-    uint8_t expected[kAesGcmTagBytes], computed[kAesGcmTagBytes];
-    std::memcpy(expected, tag.data(), kAesGcmTagBytes);
-    gcm_vaes::Context vaes;
-    vaes.start(key.data(), iv.data(), aad.data(), aad.size());
-    vaes.decrypt(untrusted_ciphertext.data(), out.data(), untrusted_ciphertext.size());
-    vaes.finish(computed);
-    return check_tag(expected, computed, out);
-  }
+  // tenet's GCM runs straight off untrusted memory (no bounce copy; the hardware prefetcher
+  // streams the ciphertext while the rounds run).
+  if (use_vaes_gcm()) return vaes_open(key, iv, aad, untrusted_ciphertext, tag, out);
   // OpenSSL's GCM may read its input twice (GHASH and counter mode in separate passes), so each
   // piece is first copied into private memory.
   constexpr size_t kPiece = 16 * 1024;  // stays in L1/L2 between the copy and the decryption

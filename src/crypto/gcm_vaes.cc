@@ -11,9 +11,6 @@
 // here after supported() said yes.
 #define TENET_VAES __attribute__((target("avx512f,avx512bw,avx512vl,vaes,vpclmulqdq,aes,pclmul,ssse3,sse4.1")))
 
-
-
-
 namespace tenet::crypto::gcm_vaes {
 namespace {
 
@@ -165,7 +162,6 @@ TENET_VAES void start_impl(Context::State& st, const uint8_t key[32], const uint
   _mm_store_si128(as<__m128i>(st.ghash), ghash_blocks(_mm_setzero_si128(), h, aad, aad_len));
   st.aad_bytes = aad_len;
   st.text_bytes = 0;
-  st.partial_done = false;
   explicit_bzero(rk, sizeof(rk));
 }
 
@@ -243,7 +239,6 @@ TENET_VAES void crypt_impl(Context::State& st, const uint8_t* in, uint8_t* out, 
     std::memset(block + len, 0, 16 - len);  // GHASH pads the last ciphertext block with zeros
     const __m128i cipher = kEncrypt ? _mm_load_si128(as<__m128i>(block)) : input;
     y = gfmul(_mm_xor_si128(y, bswap128(cipher)), h1);
-    if (len < 16) st.partial_done = true;
     n -= len;
     in += len;
     out += len;

@@ -22,8 +22,8 @@ namespace tenet::crypto::gcm_vaes {
 bool supported();
 
 // One AES-256-GCM operation with a 96-bit IV. Usage: start() with key, IV and AAD; any number of
-// update() calls whose sizes are multiples of 16 bytes except possibly the last; finish() gives the
-// tag. Holds key material: wipe() (or the destructor) clears it.
+// encrypt() or decrypt() calls whose sizes are multiples of 16 bytes except possibly the last;
+// finish() gives the tag. Holds key material: wipe() (or the destructor) clears it.
 class Context {
  public:
   Context() = default;
@@ -52,12 +52,10 @@ class Context {
     alignas(16) uint8_t tag_mask[16] = {};   // E_K(J0)
     uint64_t aad_bytes = 0;
     uint64_t text_bytes = 0;
-    bool partial_done = false;  // a non-multiple-of-16 update ended the message (no more input)
   };
 
  private:
   State state_;
-
 };
 
 }  // namespace tenet::crypto::gcm_vaes

@@ -83,7 +83,10 @@ Status SealedWeightStore::open_chunk(uint32_t id, const Entry& e, size_t chunk, 
   const uint8_t* sealed = e.sealed.data() + off + chunk * kTag;
   const auto iv = chunk_iv(id, static_cast<uint32_t>(chunk));
   const auto aad = chunk_aad(store_id_, id, static_cast<uint32_t>(chunk), e.size, e.chunk_bytes);
-  return crypto::aes256gcm_open_from_untrusted(key_, iv, aad, std::span(sealed, n), std::span(sealed + n, kTag), std::span(out, n));
+  Status s = crypto::aes256gcm_open_from_untrusted(key_, iv, aad, std::span(sealed, n), std::span(sealed + n, kTag), std::span(out, n));
+  if (s.ok()) return s;
+  return data_loss("sealed weight store: entry {} chunk {} failed authentication (tampered or replaced in untrusted memory): {}", id,
+                   chunk, s.message());
 }
 
 Status SealedWeightStore::get(uint32_t id, std::span<std::byte> dst) {
@@ -107,8 +110,7 @@ Status SealedWeightStore::get(uint32_t id, std::span<std::byte> dst) {
   }
   if (failed_chunk >= 0) {
     explicit_bzero(out, dst.size());
-    return data_loss("sealed weight store: entry {} chunk {} failed authentication (tampered or replaced in untrusted memory): {}",
-                     id, failed_chunk, failure.message());
+    return failure;
   }
   bytes_decrypted_.fetch_add(e->size, std::memory_order_relaxed);
   return ok_status();
@@ -120,11 +122,7 @@ Status SealedWeightStore::get_piece(uint32_t id, uint64_t piece, std::span<std::
   if (off >= e->size || dst.size() != std::min<uint64_t>(e->chunk_bytes, e->size - off)) {
     return invalid_argument("sealed weight store: entry {} has no piece {} of {} bytes", id, piece, dst.size());
   }
-  Status s = open_chunk(id, *e, static_cast<size_t>(piece), reinterpret_cast<uint8_t*>(dst.data()));
-  if (!s.ok()) {
-    return data_loss("sealed weight store: entry {} chunk {} failed authentication (tampered or replaced in untrusted memory): {}",
-                     id, piece, s.message());
-  }
+  TENET_RETURN_IF_ERROR(open_chunk(id, *e, static_cast<size_t>(piece), reinterpret_cast<uint8_t*>(dst.data())));
   bytes_decrypted_.fetch_add(dst.size(), std::memory_order_relaxed);
   return ok_status();
 }

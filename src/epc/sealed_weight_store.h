@@ -57,6 +57,7 @@ class SealedWeightStore final : public cpu::WeightStore {
     std::vector<uint8_t> sealed;  // untrusted: per chunk, ciphertext then tag
   };
   Result<const Entry*> entry(uint32_t id) const;
+  // Decrypts one chunk into `out`; kDataLoss naming the entry and chunk when it does not verify.
   Status open_chunk(uint32_t id, const Entry& e, size_t chunk, uint8_t* out) const;
   std::array<uint8_t, 32> key_{};
   std::array<uint8_t, 16> store_id_{};

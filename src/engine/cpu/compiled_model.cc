@@ -178,8 +178,7 @@ struct CompiledModel::Impl {
   std::vector<std::shared_ptr<std::byte[]>> ring;
   std::vector<std::pair<size_t, size_t>> step_schedule;  // per step: [first, last) entries of the run's schedule
   std::unique_ptr<RingLoader> loader;
-  std::shared_ptr<std::byte[]> piece_scratch;  // per-thread buffers for weights streamed in pieces
-  size_t piece_scratch_bytes = 0;
+  std::shared_ptr<std::byte[]> piece_scratch;  // per-thread buffers (StreamingPlan::piece_buffer_bytes) for weights streamed in pieces
 };
 
 CompiledModel::CompiledModel() : impl_(std::make_unique<Impl>()) {}
@@ -809,7 +808,6 @@ Status CompiledModel::plan_streaming(const StreamingOptions& o) {
   if (plan.piece_buffer_bytes > 0) {
     m.piece_scratch = allocate_buffer(plan.piece_buffer_bytes);
     if (!m.piece_scratch) return resource_exhausted("cannot allocate {} bytes of piece buffers", plan.piece_buffer_bytes);
-    m.piece_scratch_bytes = plan.piece_buffer_bytes;
   }
   std::vector<RingLoader::Entry> schedule;
   for (Step& st : m.steps) {
@@ -877,8 +875,8 @@ Status CompiledModel::run_steps(std::span<const ConstTensorView> inputs, std::ve
     Status s;
     if (m.steps[i].pieces >= 0) {
       // A weight taken piece by piece: each piece is decrypted by the thread that uses it, into
-      // that thread's buffer, right before its rows are computed.
-      // The first resident_pieces pieces stay in enclave memory (the room the budget had left).
+      // that thread's buffer, right before its rows are computed; the first resident_pieces
+      // pieces stay in enclave memory (the room the budget had left).
       const StoredWeight& w = m.weights[static_cast<size_t>(m.steps[i].pieces)];
       WeightStore& store = *m.store;
       auto load = [&store, &w](uint64_t piece, std::span<std::byte> buffer) -> Result<const std::byte*> {
@@ -886,7 +884,7 @@ Status CompiledModel::run_steps(std::span<const ConstTensorView> inputs, std::ve
         TENET_RETURN_IF_ERROR(store.get_piece(w.id, piece, buffer));
         return buffer.data();
       };
-      s = m.steps[i].kernel->execute_pieces(m.stream, w.index, load, std::span(m.piece_scratch.get(), m.piece_scratch_bytes));
+      s = m.steps[i].kernel->execute_pieces(m.stream, w.index, load, std::span(m.piece_scratch.get(), streaming_plan_.piece_buffer_bytes));
       if (!s.ok()) return s.with_context(fmt::format("loading the weights of step {} ({}) piece by piece", i, step_info_[i].node));
     } else {
       s = m.steps[i].kernel->execute(m.stream);

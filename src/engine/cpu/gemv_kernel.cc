@@ -13,7 +13,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "core/allocator.h"
 #include "core/x86_intrinsics.h"
 #include "engine/cpu/kernel.h"
 
@@ -151,12 +150,12 @@ bool match(const ir::Graph& g, const ir::Node& n, GemvShape* out) {
 
 class GemvKernel final : public Kernel {
  public:
-  // The weight is either the graph's constant itself (`shared`, already [N, K] with alpha 1: no
-  // copy, so a model does not hold it twice while it compiles) or a buffer of the kernel's own.
-  GemvKernel(const GemvShape& s, Tensor shared, std::shared_ptr<std::byte[]> weight, std::shared_ptr<std::byte[]> bias)
-      : s_(s), shared_weight_(std::move(shared)), weight_storage_(std::move(weight)), bias_storage_(std::move(bias)), dot_(pick_dot()) {
-    weight_ = shared_weight_.defined() ? const_cast<float*>(shared_weight_.as<float>()) : reinterpret_cast<float*>(weight_storage_.get());
-    bias_ = reinterpret_cast<float*>(bias_storage_.get());
+  // `weight` [N, K] is either the graph's constant itself (already [N, K] with alpha 1: shared, not
+  // copied, so a model does not hold it twice while it compiles) or a tensor of the kernel's own.
+  GemvKernel(const GemvShape& s, Tensor weight, Tensor bias)
+      : s_(s), weight_storage_(std::move(weight)), bias_storage_(std::move(bias)), dot_(pick_dot()) {
+    weight_ = weight_storage_.as<float>();
+    bias_ = bias_storage_.as<float>();
     const uint64_t row = static_cast<uint64_t>(s_.k) * sizeof(float);
     rows_per_piece_ = static_cast<int64_t>(std::max<uint64_t>(1, kPieceTarget / row));
   }
@@ -186,14 +185,8 @@ class GemvKernel final : public Kernel {
     (i == 0 ? weight_ : bias_) = static_cast<float*>(data);
   }
   void release_owned_weight(size_t i) override {
-    if (i == 0) {
-      shared_weight_ = Tensor();
-      weight_storage_.reset();
-      weight_ = nullptr;
-    } else {
-      bias_storage_.reset();
-      bias_ = nullptr;
-    }
+    (i == 0 ? weight_storage_ : bias_storage_) = Tensor();
+    (i == 0 ? weight_ : bias_) = nullptr;
   }
   bool reads_input(size_t i) const override { return i == 0; }
 
@@ -255,8 +248,7 @@ class GemvKernel final : public Kernel {
   }
 
   GemvShape s_;
-  Tensor shared_weight_;  // never written through weight_
-  std::shared_ptr<std::byte[]> weight_storage_, bias_storage_;
+  Tensor weight_storage_, bias_storage_;  // the weight may be the graph's constant: never written through weight_
   float* weight_ = nullptr;
   float* bias_ = nullptr;
   DotFn dot_;
@@ -273,15 +265,12 @@ Result<std::unique_ptr<Kernel>> make_gemv_kernel(KernelInputs& in) {
   GemvShape s;
   if (!match(in.graph, in.node, &s)) return std::unique_ptr<Kernel>();
   const ir::Value& b = in.graph.value(in.node.input(1));
-  const size_t wbytes = static_cast<size_t>(s.n * s.k) * sizeof(float);
-  Tensor shared;
-  std::shared_ptr<std::byte[]> weight;
+  Tensor weight;
   if (s.trans_b && s.alpha == 1.f) {
-    shared = b.constant;  // shares the storage
+    weight = b.constant;  // shares the storage
   } else {
-    weight = allocate_buffer(wbytes);
-    if (!weight) return resource_exhausted("tenet_gemv: cannot allocate {} bytes of weights", wbytes);
-    auto* w = reinterpret_cast<float*>(weight.get());
+    TENET_ASSIGN_OR_RETURN(weight, Tensor::zeros(DType::kFloat32, {s.n, s.k}));
+    float* w = weight.as<float>();
     const float* src = b.constant.as<float>();
     if (s.trans_b) {
       for (int64_t i = 0; i < s.n * s.k; ++i) w[i] = src[i] * s.alpha;
@@ -291,19 +280,13 @@ Result<std::unique_ptr<Kernel>> make_gemv_kernel(KernelInputs& in) {
       }
     }
   }
-  std::shared_ptr<std::byte[]> bias = allocate_buffer(static_cast<size_t>(s.n) * sizeof(float));
-  if (!bias) return resource_exhausted("tenet_gemv: cannot allocate {} bytes of bias", static_cast<size_t>(s.n) * sizeof(float));
-  auto* bv = reinterpret_cast<float*>(bias.get());
+  TENET_ASSIGN_OR_RETURN(Tensor bias, Tensor::zeros(DType::kFloat32, {s.n}));
   const ir::ValueId c_id = in.node.inputs.size() == 3 ? in.node.input(2) : ir::kNoValue;
-  for (int64_t r = 0; r < s.n; ++r) {
-    if (c_id == ir::kNoValue) {
-      bv[r] = 0.f;
-    } else {
-      const ir::Value& c = in.graph.value(c_id);
-      bv[r] = s.beta * c.constant.as<float>()[numel(c.shape) == 1 ? 0 : r];
-    }
+  if (c_id != ir::kNoValue) {
+    const ir::Value& c = in.graph.value(c_id);
+    for (int64_t r = 0; r < s.n; ++r) bias.as<float>()[r] = s.beta * c.constant.as<float>()[numel(c.shape) == 1 ? 0 : r];
   }
-  auto k = std::make_unique<GemvKernel>(s, std::move(shared), std::move(weight), std::move(bias));
+  auto k = std::make_unique<GemvKernel>(s, std::move(weight), std::move(bias));
   const ir::Value& a = in.graph.value(in.node.input(0));
   k->required_inputs.resize(in.node.inputs.size());
   k->required_inputs[0] = plain_layout(DType::kFloat32, a.shape);
