@@ -23,7 +23,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,6 +52,7 @@
 #include "host/metrics.h"
 #include "host/net.h"
 #include "host/relay.h"
+#include "host/spawn.h"
 #include "host/scheduler.h"
 #include "host/supervisor.h"
 
@@ -174,26 +174,13 @@ class OwnedAccelerator {
 
   // Starts `tenet accelerator` and waits (up to 60 s) for its {"event":"listening",...} line.
   tenet::Result<Child> spawn() {
-    std::vector<std::string> args = args_;
-    int out[2];
-    if (::pipe2(out, O_CLOEXEC) != 0) return tenet::internal_error("pipe: {}", std::strerror(errno));
-    std::vector<char*> cargv;
-    for (auto& s : args) cargv.push_back(s.data());
-    cargv.push_back(nullptr);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-    pid_t pid = 0;
-    const int rc = ::posix_spawn(&pid, cargv[0], &fa, nullptr, cargv.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    ::close(out[1]);
-    if (rc != 0) {
-      ::close(out[0]);
-      return tenet::internal_error("cannot start the accelerator: {}", std::strerror(rc));
-    }
+    auto child = tenet::host::spawn_with_stdout_pipe(args_, /*own_process_group=*/false);
+    if (!child.ok()) return child.status().with_context("the accelerator");
+    const pid_t pid = child->pid;
+    const int fd = child->stdout_fd;
     std::string line;
     for (int waited_ms = 0; waited_ms < 60000;) {
-      pollfd p{out[0], POLLIN, 0};
+      pollfd p{fd, POLLIN, 0};
       const int n = ::poll(&p, 1, 250);
       if (n < 0 && errno != EINTR) break;
       if (n <= 0) {
@@ -201,7 +188,7 @@ class OwnedAccelerator {
         continue;
       }
       char c;
-      const ssize_t r = ::read(out[0], &c, 1);
+      const ssize_t r = ::read(fd, &c, 1);
       if (r <= 0) break;  // exited
       if (c != '\n') {
         if (line.size() < 4096) line.push_back(c);
@@ -210,17 +197,17 @@ class OwnedAccelerator {
       const auto j = nlohmann::json::parse(line, nullptr, false);
       if (j.is_object() && j.value("event", "") == "listening") {
         // Its later stdout is drained by the monitor (a full pipe would block it).
-        ::fcntl(out[0], F_SETFL, ::fcntl(out[0], F_GETFL) | O_NONBLOCK);
-        return Child{pid, out[0], j.value("backend", requested_backend_)};
+        ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+        return Child{pid, fd, j.value("backend", requested_backend_)};
       }
       line.clear();
     }
-    ::close(out[0]);
+    ::close(fd);
     ::kill(pid, SIGKILL);
     int status = 0;
     ::waitpid(pid, &status, 0);
     return tenet::failed_precondition("the accelerator process ({}) did not start listening on {}; see its log above",
-                                      args[0], address_);
+                                      args_[0], address_);
   }
 
   static std::string describe_exit(int status) {

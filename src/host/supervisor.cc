@@ -1,9 +1,10 @@
 #include "host/supervisor.h"
 
+#include "host/spawn.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,8 +15,6 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
-
-extern char** environ;
 
 namespace tenet::host {
 namespace {
@@ -53,35 +52,16 @@ struct Supervisor::Impl {
 };
 
 Result<std::pair<int, int>> Supervisor::Impl::spawn(size_t slot) {
-  int out[2];
-  if (::pipe2(out, O_CLOEXEC) != 0) return internal_error("pipe: {}", std::strerror(errno));
   std::vector<std::string> args = options.argv;
   args.push_back("--instance");
   args.push_back(std::to_string(slot));
   if (options.slot_args) {
     for (auto& a : options.slot_args(slot)) args.push_back(std::move(a));
   }
-  std::vector<char*> cargv;
-  for (auto& a : args) cargv.push_back(a.data());
-  cargv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
   // Its own process group, so that stopping it also stops anything it started.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-  posix_spawnattr_setpgroup(&attr, 0);
-  pid_t pid = 0;
-  const int rc = ::posix_spawn(&pid, cargv[0], &fa, &attr, cargv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  ::close(out[1]);
-  if (rc != 0) {
-    ::close(out[0]);
-    return internal_error("cannot start enclave '{}': {}", args[0], std::strerror(rc));
-  }
-  return std::make_pair(static_cast<int>(pid), out[0]);
+  auto child = spawn_with_stdout_pipe(std::move(args), /*own_process_group=*/true);
+  if (!child.ok()) return child.status().with_context(fmt::format("enclave slot {}", slot));
+  return std::make_pair(static_cast<int>(child->pid), child->stdout_fd);
 }
 
 // Reads one enclave's control lines until it exits, then restarts it (unless stopping).
