@@ -69,8 +69,10 @@ Result<Curve> pkey_curve(EVP_PKEY* pkey) {
 
 const EVP_MD* curve_digest(Curve c) { return c == Curve::kP256 ? EVP_sha256() : EVP_sha384(); }
 
-Status check_gcm_args(ByteSpan key, ByteSpan iv) {
-  if (key.size() != kAesGcmKeyBytes) return invalid_argument("AES-256-GCM key must be 32 bytes, got {}", key.size());
+// key_bytes: kAesGcmKeyBytes (AES-256) or kAes128GcmKeyBytes (AES-128), whichever the caller's
+// function name promises.
+Status check_gcm_args(ByteSpan key, ByteSpan iv, size_t key_bytes) {
+  if (key.size() != key_bytes) return invalid_argument("AES-{}-GCM key must be {} bytes, got {}", key_bytes * 8, key_bytes, key.size());
   if (iv.size() != kAesGcmIvBytes) return invalid_argument("AES-GCM IV must be 12 bytes, got {}", iv.size());
   return ok_status();
 }
@@ -207,10 +209,12 @@ Result<Bytes> hkdf_sha256(ByteSpan ikm, ByteSpan salt, ByteSpan info, size_t out
 
 namespace {
 
-// Starts an AES-256-GCM operation (`enc` 1 to seal, 0 to open) and feeds the AAD.
+// Starts an AES-GCM operation (`enc` 1 to seal, 0 to open; AES-128 for a 16-byte key, else AES-256)
+// and feeds the AAD.
 Status gcm_begin(EVP_CIPHER_CTX* ctx, ByteSpan key, ByteSpan iv, ByteSpan aad, int enc) {
   int len = 0;
-  if (ctx == nullptr || EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(), iv.data(), enc) != 1) {
+  const EVP_CIPHER* cipher = key.size() == kAes128GcmKeyBytes ? EVP_aes_128_gcm() : EVP_aes_256_gcm();
+  if (ctx == nullptr || EVP_CipherInit_ex(ctx, cipher, nullptr, key.data(), iv.data(), enc) != 1) {
     return ossl_error("AES-GCM init");
   }
   if (!aad.empty() && EVP_CipherUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1) {
@@ -248,7 +252,7 @@ Status vaes_open(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext, B
   uint8_t expected[kAesGcmTagBytes], computed[kAesGcmTagBytes];
   std::memcpy(expected, tag.data(), kAesGcmTagBytes);
   gcm_vaes::Context vaes;
-  vaes.start(key.data(), iv.data(), aad.data(), aad.size());
+  vaes.start(key.data(), key.size(), iv.data(), aad.data(), aad.size());
   vaes.decrypt(ciphertext.data(), out.data(), ciphertext.size());
   vaes.finish(computed);
   return check_tag(expected, computed, out);
@@ -285,15 +289,17 @@ Status set_aes_gcm_backend(std::string_view name) {
   return ok_status();
 }
 
-Status aes256gcm_seal_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan plaintext, std::span<uint8_t> out) {
-  TENET_RETURN_IF_ERROR(check_gcm_args(key, iv));
+namespace {
+
+Status gcm_seal_into(size_t key_bytes, ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan plaintext, std::span<uint8_t> out) {
+  TENET_RETURN_IF_ERROR(check_gcm_args(key, iv, key_bytes));
   if (plaintext.size() > kMaxGcmInput) return out_of_range("AES-GCM message of {} bytes is too large", plaintext.size());
   if (out.size() != plaintext.size() + kAesGcmTagBytes) {
     return invalid_argument("AES-GCM output buffer is {} bytes, expected {}", out.size(), plaintext.size() + kAesGcmTagBytes);
   }
   if (use_vaes_gcm()) {
     gcm_vaes::Context vaes;
-    vaes.start(key.data(), iv.data(), aad.data(), aad.size());
+    vaes.start(key.data(), key.size(), iv.data(), aad.data(), aad.size());
     vaes.encrypt(plaintext.data(), out.data(), plaintext.size());
     vaes.finish(out.data() + plaintext.size());
     return ok_status();
@@ -309,6 +315,15 @@ Status aes256gcm_seal_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan pla
   return ok_status();
 }
 
+}  // namespace
+
+Status aes256gcm_seal_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan plaintext, std::span<uint8_t> out) {
+  return gcm_seal_into(kAesGcmKeyBytes, key, iv, aad, plaintext, out);
+}
+Status aes128gcm_seal_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan plaintext, std::span<uint8_t> out) {
+  return gcm_seal_into(kAes128GcmKeyBytes, key, iv, aad, plaintext, out);
+}
+
 Result<Bytes> aes256gcm_seal(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan plaintext) {
   Bytes out(plaintext.size() + kAesGcmTagBytes);
   TENET_RETURN_IF_ERROR(aes256gcm_seal_into(key, iv, aad, plaintext, out));
@@ -316,7 +331,7 @@ Result<Bytes> aes256gcm_seal(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan p
 }
 
 Status aes256gcm_open_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext_and_tag, std::span<uint8_t> out) {
-  TENET_RETURN_IF_ERROR(check_gcm_args(key, iv));
+  TENET_RETURN_IF_ERROR(check_gcm_args(key, iv, kAesGcmKeyBytes));
   if (ciphertext_and_tag.size() < kAesGcmTagBytes) {
     return data_loss("AES-GCM message of {} bytes is shorter than its tag", ciphertext_and_tag.size());
   }
@@ -342,9 +357,11 @@ Status aes256gcm_open_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan cip
   return ok_status();
 }
 
-Status aes256gcm_open_from_untrusted(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan untrusted_ciphertext, ByteSpan tag,
-                                     std::span<uint8_t> out) {
-  TENET_RETURN_IF_ERROR(check_gcm_args(key, iv));
+namespace {
+
+Status gcm_open_from_untrusted(size_t key_bytes, ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan untrusted_ciphertext, ByteSpan tag,
+                               std::span<uint8_t> out) {
+  TENET_RETURN_IF_ERROR(check_gcm_args(key, iv, key_bytes));
   if (tag.size() != kAesGcmTagBytes) return invalid_argument("AES-GCM tag of {} bytes, expected {}", tag.size(), kAesGcmTagBytes);
   if (untrusted_ciphertext.size() > kMaxGcmInput) return out_of_range("AES-GCM message of {} bytes is too large", untrusted_ciphertext.size());
   if (out.size() != untrusted_ciphertext.size()) {
@@ -379,6 +396,17 @@ Status aes256gcm_open_from_untrusted(ByteSpan key, ByteSpan iv, ByteSpan aad, By
     return data_loss("AES-GCM authentication failed (tampered data or wrong key)");
   }
   return ok_status();
+}
+
+}  // namespace
+
+Status aes256gcm_open_from_untrusted(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan untrusted_ciphertext, ByteSpan tag,
+                                     std::span<uint8_t> out) {
+  return gcm_open_from_untrusted(kAesGcmKeyBytes, key, iv, aad, untrusted_ciphertext, tag, out);
+}
+Status aes128gcm_open_from_untrusted(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan untrusted_ciphertext, ByteSpan tag,
+                                     std::span<uint8_t> out) {
+  return gcm_open_from_untrusted(kAes128GcmKeyBytes, key, iv, aad, untrusted_ciphertext, tag, out);
 }
 
 Result<Bytes> aes256gcm_open(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext_and_tag) {

@@ -67,7 +67,8 @@ TENET_VAES inline __m128i xor_lanes(__m512i z) {
   return _mm_xor_si128(_mm256_castsi256_si128(y), _mm256_extracti128_si256(y, 1));
 }
 
-// AES-256 key schedule with AESKEYGENASSIST (FIPS 197 §5.2).
+// AES key schedules with AESKEYGENASSIST (FIPS 197 §5.2): AES-256 (14 rounds, 15 round keys) and
+// AES-128 (10 rounds, 11 round keys).
 TENET_VAES inline __m128i expand_a(__m128i k, __m128i assist) {
   assist = _mm_shuffle_epi32(assist, 0xff);
   k = _mm_xor_si128(k, _mm_slli_si128(k, 4));
@@ -83,7 +84,7 @@ TENET_VAES inline __m128i expand_b(__m128i k_prev, __m128i k) {
   return _mm_xor_si128(k, assist);
 }
 
-TENET_VAES void expand_key(const uint8_t key[32], __m128i rk[15]) {
+TENET_VAES void expand_key256(const uint8_t key[32], __m128i rk[15]) {
   rk[0] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(key));
   rk[1] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(key + 16));
 #define TENET_AES256_ROUND(i, rcon)                                                  \
@@ -99,10 +100,26 @@ TENET_VAES void expand_key(const uint8_t key[32], __m128i rk[15]) {
 #undef TENET_AES256_ROUND
 }
 
-TENET_VAES inline __m128i aes_block(const __m128i rk[15], __m128i x) {
+TENET_VAES void expand_key128(const uint8_t key[16], __m128i rk[11]) {
+  rk[0] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(key));
+#define TENET_AES128_ROUND(i, rcon) rk[i] = expand_a(rk[i - 1], _mm_aeskeygenassist_si128(rk[i - 1], rcon));
+  TENET_AES128_ROUND(1, 0x01)
+  TENET_AES128_ROUND(2, 0x02)
+  TENET_AES128_ROUND(3, 0x04)
+  TENET_AES128_ROUND(4, 0x08)
+  TENET_AES128_ROUND(5, 0x10)
+  TENET_AES128_ROUND(6, 0x20)
+  TENET_AES128_ROUND(7, 0x40)
+  TENET_AES128_ROUND(8, 0x80)
+  TENET_AES128_ROUND(9, 0x1b)
+  TENET_AES128_ROUND(10, 0x36)
+#undef TENET_AES128_ROUND
+}
+
+TENET_VAES inline __m128i aes_block(const __m128i* rk, int rounds, __m128i x) {
   x = _mm_xor_si128(x, rk[0]);
-  for (int r = 1; r < 14; ++r) x = _mm_aesenc_si128(x, rk[r]);
-  return _mm_aesenclast_si128(x, rk[14]);
+  for (int r = 1; r < rounds; ++r) x = _mm_aesenc_si128(x, rk[r]);
+  return _mm_aesenclast_si128(x, rk[rounds]);
 }
 
 // Absorbs `n` bytes into the GHASH value `y` one block at a time (the last one zero-padded).
@@ -140,12 +157,19 @@ TENET_VAES inline const T* as(const uint8_t* p) {
   return reinterpret_cast<const T*>(p);
 }
 
-TENET_VAES void start_impl(Context::State& st, const uint8_t key[32], const uint8_t iv[12], const uint8_t* aad, size_t aad_len) {
-  __m128i rk[15];
-  expand_key(key, rk);
+TENET_VAES void start_impl(Context::State& st, const uint8_t* key, size_t key_bytes, const uint8_t iv[12], const uint8_t* aad,
+                           size_t aad_len) {
+  __m128i rk[15] = {};
+  const int rounds = key_bytes == 16 ? 10 : 14;
+  if (rounds == 10) {
+    expand_key128(key, rk);
+  } else {
+    expand_key256(key, rk);
+  }
+  st.rounds = rounds;
   for (int r = 0; r < 15; ++r) _mm_store_si128(as<__m128i>(st.round_keys[r]), rk[r]);
   // H = E_K(0^128); powers H^1..H^16 by repeated field multiplication.
-  const __m128i h = bswap128(aes_block(rk, _mm_setzero_si128()));
+  const __m128i h = bswap128(aes_block(rk, rounds, _mm_setzero_si128()));
   __m128i power = h;
   for (int k = 1; k <= 16; ++k) {
     _mm_store_si128(as<__m128i>(st.h_powers[16 - k]), power);
@@ -157,7 +181,7 @@ TENET_VAES void start_impl(Context::State& st, const uint8_t key[32], const uint
   std::memcpy(j0, iv, 12);
   j0[15] = 1;
   const __m128i j0v = _mm_load_si128(as<__m128i>(j0));
-  _mm_store_si128(as<__m128i>(st.tag_mask), aes_block(rk, j0v));
+  _mm_store_si128(as<__m128i>(st.tag_mask), aes_block(rk, rounds, j0v));
   _mm_store_si128(as<__m128i>(st.counter), _mm_add_epi32(bswap128(j0v), _mm_set_epi32(0, 0, 0, 1)));
   _mm_store_si128(as<__m128i>(st.ghash), ghash_blocks(_mm_setzero_si128(), h, aad, aad_len));
   st.aad_bytes = aad_len;
@@ -182,7 +206,9 @@ TENET_VAES inline __m128i ghash16(__m128i y, const __m512i text[4], const __m512
   return reduce(l, h);
 }
 
-template <bool kEncrypt>
+// kRounds is a template parameter so that the round loop is fully unrolled with the round keys in
+// registers (10 for AES-128, 14 for AES-256).
+template <bool kEncrypt, int kRounds>
 TENET_VAES void crypt_impl(Context::State& st, const uint8_t* in, uint8_t* out, size_t n) {
   st.text_bytes += n;
   __m512i rk[15];
@@ -211,11 +237,11 @@ TENET_VAES void crypt_impl(Context::State& st, const uint8_t* in, uint8_t* out, 
     }
     // Decrypting, GHASH reads the input and overlaps the AES rounds; encrypting, it reads the output.
     if constexpr (!kEncrypt) y = ghash16(y, text, hp);
-    for (int r = 1; r < 14; ++r)
+    for (int r = 1; r < kRounds; ++r)
       for (int j = 0; j < 4; ++j) ks[j] = _mm512_aesenc_epi128(ks[j], rk[r]);
     __m512i res[4];
     for (int j = 0; j < 4; ++j) {
-      res[j] = _mm512_xor_si512(_mm512_aesenclast_epi128(ks[j], rk[14]), text[j]);
+      res[j] = _mm512_xor_si512(_mm512_aesenclast_epi128(ks[j], rk[kRounds]), text[j]);
       _mm512_storeu_si512(out + 64 * j, res[j]);
     }
     if constexpr (kEncrypt) y = ghash16(y, res, hp);
@@ -229,7 +255,7 @@ TENET_VAES void crypt_impl(Context::State& st, const uint8_t* in, uint8_t* out, 
   const __m128i h1 = _mm_load_si128(as<__m128i>(st.h_powers[15]));
   while (n > 0) {
     const size_t len = n >= 16 ? 16 : n;
-    const __m128i ks = aes_block(rk1, bswap128(ctr));
+    const __m128i ks = aes_block(rk1, kRounds, bswap128(ctr));
     ctr = _mm_add_epi32(ctr, _mm_set_epi32(0, 0, 0, 1));
     alignas(16) uint8_t block[16] = {};
     std::memcpy(block, in, len);
@@ -264,11 +290,23 @@ bool supported() {
   return ok;
 }
 
-void Context::start(const uint8_t key[32], const uint8_t iv[12], const uint8_t* aad, size_t aad_len) {
-  start_impl(state_, key, iv, aad, aad_len);
+void Context::start(const uint8_t* key, size_t key_bytes, const uint8_t iv[12], const uint8_t* aad, size_t aad_len) {
+  start_impl(state_, key, key_bytes, iv, aad, aad_len);
 }
-void Context::encrypt(const uint8_t* in, uint8_t* out, size_t n) { crypt_impl<true>(state_, in, out, n); }
-void Context::decrypt(const uint8_t* in, uint8_t* out, size_t n) { crypt_impl<false>(state_, in, out, n); }
+void Context::encrypt(const uint8_t* in, uint8_t* out, size_t n) {
+  if (state_.rounds == 10) {
+    crypt_impl<true, 10>(state_, in, out, n);
+  } else {
+    crypt_impl<true, 14>(state_, in, out, n);
+  }
+}
+void Context::decrypt(const uint8_t* in, uint8_t* out, size_t n) {
+  if (state_.rounds == 10) {
+    crypt_impl<false, 10>(state_, in, out, n);
+  } else {
+    crypt_impl<false, 14>(state_, in, out, n);
+  }
+}
 void Context::finish(uint8_t tag[16]) { finish_impl(state_, tag); }
 void Context::seek_counter(uint32_t next_counter) { std::memcpy(state_.counter, &next_counter, 4); }
 void Context::wipe() { explicit_bzero(&state_, sizeof(state_)); }

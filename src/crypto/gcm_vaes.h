@@ -1,4 +1,4 @@
-// AES-256-GCM on VAES + VPCLMULQDQ (AVX-512): sixteen blocks per step, counter mode on four
+// AES-GCM (256- or 128-bit keys) on VAES + VPCLMULQDQ (AVX-512): sixteen blocks per step, counter mode on four
 // 128-bit lanes per register and GHASH with one aggregated reduction per sixteen blocks.
 //
 // Why tenet carries its own GCM: Debian 12 ships OpenSSL 3.0, whose GCM is the AES-NI + AVX
@@ -21,7 +21,7 @@ namespace tenet::crypto::gcm_vaes {
 // True when the CPU and OS support AVX-512 (F, BW, VL), VAES, VPCLMULQDQ, AES-NI and PCLMULQDQ.
 bool supported();
 
-// One AES-256-GCM operation with a 96-bit IV. Usage: start() with key, IV and AAD; any number of
+// One AES-GCM operation with a 96-bit IV. Usage: start() with key, IV and AAD; any number of
 // encrypt() or decrypt() calls whose sizes are multiples of 16 bytes except possibly the last;
 // finish() gives the tag. Holds key material: wipe() (or the destructor) clears it.
 class Context {
@@ -31,7 +31,8 @@ class Context {
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
-  void start(const uint8_t key[32], const uint8_t iv[12], const uint8_t* aad, size_t aad_len);
+  // key_bytes: 32 (AES-256) or 16 (AES-128); the caller checks it (anything else is AES-256).
+  void start(const uint8_t* key, size_t key_bytes, const uint8_t iv[12], const uint8_t* aad, size_t aad_len);
   // `in` and `out` may be the same buffer; otherwise they must not overlap. Each input byte is read
   // exactly once (into a register or a private block), so `in` may lie in memory another party
   // rewrites concurrently: what is authenticated is what is decrypted (no double fetch).
@@ -50,6 +51,7 @@ class Context {
     alignas(16) uint8_t ghash[16] = {};      // running GHASH value, byte-reflected
     alignas(16) uint8_t counter[16] = {};    // next counter block, byte-reflected (counter in dword 0)
     alignas(16) uint8_t tag_mask[16] = {};   // E_K(J0)
+    int rounds = 14;  // 10 for AES-128
     uint64_t aad_bytes = 0;
     uint64_t text_bytes = 0;
   };

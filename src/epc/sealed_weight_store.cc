@@ -63,7 +63,7 @@ Result<uint32_t> SealedWeightStore::put(std::span<const std::byte> data, uint64_
     const size_t off = c * cb, n = std::min<size_t>(cb, data.size() - off);
     const auto iv = chunk_iv(id, static_cast<uint32_t>(c));
     const auto aad = chunk_aad(store_id_, id, static_cast<uint32_t>(c), e->size, cb);
-    TENET_RETURN_IF_ERROR(crypto::aes256gcm_seal_into(key_, iv, aad, std::span(src + off, n),
+    TENET_RETURN_IF_ERROR(crypto::aes128gcm_seal_into(key_, iv, aad, std::span(src + off, n),
                                                       std::span(e->sealed.data() + off + c * kTag, n + kTag)));
   }
   std::lock_guard lock(mu_);
@@ -83,7 +83,7 @@ Status SealedWeightStore::open_chunk(uint32_t id, const Entry& e, size_t chunk, 
   const uint8_t* sealed = e.sealed.data() + off + chunk * kTag;
   const auto iv = chunk_iv(id, static_cast<uint32_t>(chunk));
   const auto aad = chunk_aad(store_id_, id, static_cast<uint32_t>(chunk), e.size, e.chunk_bytes);
-  Status s = crypto::aes256gcm_open_from_untrusted(key_, iv, aad, std::span(sealed, n), std::span(sealed + n, kTag), std::span(out, n));
+  Status s = crypto::aes128gcm_open_from_untrusted(key_, iv, aad, std::span(sealed, n), std::span(sealed + n, kTag), std::span(out, n));
   if (s.ok()) return s;
   return data_loss("sealed weight store: entry {} chunk {} failed authentication (tampered or replaced in untrusted memory): {}", id,
                    chunk, s.message());
@@ -133,7 +133,7 @@ uint64_t SealedWeightStore::stored_bytes() const {
 }
 
 std::string SealedWeightStore::describe() const {
-  return fmt::format("AES-256-GCM ({}) in untrusted memory", crypto::aes_gcm_backend());
+  return fmt::format("AES-128-GCM ({}) in untrusted memory", crypto::aes_gcm_backend());
 }
 
 std::span<uint8_t> SealedWeightStore::untrusted_entry(uint32_t id) {

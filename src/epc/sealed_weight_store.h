@@ -2,8 +2,9 @@
 // weight_streaming.h): what TEESlice calls untrusted memory used as an encrypted cache, and what
 // Vessels' on-demand parameter loading reads from.
 //
-// Each entry is cut into chunks of kChunkBytes, each sealed with AES-256-GCM under a key drawn
-// inside the enclave when the store is made (it never leaves the enclave and dies with it). The
+// Each entry is cut into chunks of kChunkBytes, each sealed with AES-128-GCM under a key drawn
+// inside the enclave when the store is made (it never leaves the enclave and dies with it; why
+// 128 bits suffice for such a key: crypto.h, aes128gcm_*). The
 // IV is (entry, chunk) — unique because entries are written once and never rewritten — and the
 // AAD binds the store's random id, the entry, the chunk, and the entry's size, so the host can
 // neither alter a chunk nor swap chunks within or across entries or stores without the load
@@ -13,7 +14,7 @@
 // An entry put with piece_bytes > 0 is chunked at that size instead, so that a kernel can take
 // it piece by piece (get_piece: one chunk, decrypted straight into the caller's L2-sized buffer).
 //
-// Loading decrypts with crypto::aes256gcm_open_from_untrusted, which authenticates exactly the
+// Loading decrypts with crypto::aes128gcm_open_from_untrusted, which authenticates exactly the
 // bytes it decrypts even if the host rewrites the untrusted copy concurrently (no double fetch).
 // get() loads chunks in parallel on the calling thread's OpenMP team.
 #pragma once
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "crypto/crypto.h"
 #include "engine/cpu/weight_streaming.h"
 
 namespace tenet::epc {
@@ -59,7 +61,7 @@ class SealedWeightStore final : public cpu::WeightStore {
   Result<const Entry*> entry(uint32_t id) const;
   // Decrypts one chunk into `out`; kDataLoss naming the entry and chunk when it does not verify.
   Status open_chunk(uint32_t id, const Entry& e, size_t chunk, uint8_t* out) const;
-  std::array<uint8_t, 32> key_{};
+  std::array<uint8_t, crypto::kAes128GcmKeyBytes> key_{};
   std::array<uint8_t, 16> store_id_{};
   mutable std::mutex mu_;  // guards entries_ (the vector, not the sealed bytes)
   std::vector<std::unique_ptr<Entry>> entries_;

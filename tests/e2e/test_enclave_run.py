@@ -73,7 +73,7 @@ def test_a_model_larger_than_the_epc_runs_without_paging_when_planned(tmp_path):
     assert planned["evictions"] == 0 and planned["loads"] == 0
     assert planned["peak_epc_bytes"] <= planned["epc_budget_bytes"]
     assert planned["streaming"]["streamed_weight_bytes"] > 0
-    assert planned["streaming"]["store"].startswith("AES-256-GCM")
+    assert planned["streaming"]["store"].startswith("AES-128-GCM")
     res = subprocess.run([tenet_bin(), "inspect", str(big.model), "--epc", "93MiB"], capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     assert "streamed (ring)" in res.stdout and "resident" in res.stdout

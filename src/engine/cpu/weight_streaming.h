@@ -29,7 +29,7 @@
 //   less is decrypted per run.
 //
 // The store is where the bytes go between runs. In a sim enclave it is epc::SealedWeightStore:
-// AES-256-GCM in untrusted memory under a key that never leaves the enclave (TEESlice's
+// AES-128-GCM in untrusted memory under a key that never leaves the enclave (TEESlice's
 // "untrusted memory as an encrypted cache"), so a streamed weight costs one decryption per run,
 // with no page faults and no evictions, instead of secure paging at 4 KiB granularity.
 #pragma once

@@ -1,4 +1,5 @@
-// tenet's VAES/VPCLMULQDQ AES-256-GCM against OpenSSL's EVP AES-256-GCM: NIST vectors, then the
+// tenet's VAES/VPCLMULQDQ AES-GCM against OpenSSL's EVP AES-GCM, with 256- and 128-bit keys: NIST
+// vectors, then the
 // same random messages (every length class: empty, partial blocks, the 16-block loop and its tail,
 // megabytes; AAD of any length; updates split at random block boundaries) must give identical
 // ciphertexts and tags. Also the public wrappers on both backends, and wrap-around of the 32-bit
@@ -26,9 +27,14 @@ Sealed openssl_seal(const Bytes& key, const Bytes& iv, const Bytes& aad, const B
   EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
   Sealed out{Bytes(plain.size()), Bytes(16)};
   int len = 0;
-  EXPECT_EQ(EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), nullptr, key.data(), iv.data()), 1);
-  if (!aad.empty()) EXPECT_EQ(EVP_EncryptUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())), 1);
-  if (!plain.empty()) EXPECT_EQ(EVP_EncryptUpdate(ctx, out.text.data(), &len, plain.data(), static_cast<int>(plain.size())), 1);
+  const EVP_CIPHER* cipher = key.size() == 16 ? EVP_aes_128_gcm() : EVP_aes_256_gcm();
+  EXPECT_EQ(EVP_EncryptInit_ex(ctx, cipher, nullptr, key.data(), iv.data()), 1);
+  if (!aad.empty()) {
+    EXPECT_EQ(EVP_EncryptUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())), 1);
+  }
+  if (!plain.empty()) {
+    EXPECT_EQ(EVP_EncryptUpdate(ctx, out.text.data(), &len, plain.data(), static_cast<int>(plain.size())), 1);
+  }
   EXPECT_EQ(EVP_EncryptFinal_ex(ctx, out.text.data() + plain.size(), &len), 1);
   EXPECT_EQ(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, 16, out.tag.data()), 1);
   EVP_CIPHER_CTX_free(ctx);
@@ -38,7 +44,7 @@ Sealed openssl_seal(const Bytes& key, const Bytes& iv, const Bytes& aad, const B
 // Runs the VAES context over `in` in random update sizes (multiples of 16, the last one free).
 Sealed vaes_run(bool encrypt, const Bytes& key, const Bytes& iv, const Bytes& aad, const Bytes& in, std::mt19937& rng) {
   gcm_vaes::Context ctx;
-  ctx.start(key.data(), iv.data(), aad.data(), aad.size());
+  ctx.start(key.data(), key.size(), iv.data(), aad.data(), aad.size());
   Sealed out{Bytes(in.size()), Bytes(16)};
   size_t done = 0;
   while (done < in.size()) {
@@ -91,17 +97,39 @@ TEST_F(GcmVaes, NistVectors) {
   EXPECT_EQ(back.tag, t16.tag);
 }
 
+TEST_F(GcmVaes, NistVectorsAes128) {
+  std::mt19937 rng(1);
+  // Test cases 1, 2 and 4 of the GCM specification, AES-128.
+  const Bytes zero_key(16, 0), zero_iv(12, 0);
+  EXPECT_EQ(to_hex(vaes_run(true, zero_key, zero_iv, {}, {}, rng).tag), "58e2fccefa7e3061367f1d57a4e7455a");
+  Sealed t2 = vaes_run(true, zero_key, zero_iv, {}, Bytes(16, 0), rng);
+  EXPECT_EQ(to_hex(t2.text), "0388dace60b6a392f328c2b971b2fe78");
+  EXPECT_EQ(to_hex(t2.tag), "ab6e47d42cec13bdf53a67b21257bddf");
+  const Bytes key = hex("feffe9928665731c6d6a8f9467308308");
+  const Bytes iv = hex("cafebabefacedbaddecaf888");
+  const Bytes aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+  const Bytes plain = hex(
+      "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
+  Sealed t4 = vaes_run(true, key, iv, aad, plain, rng);
+  EXPECT_EQ(to_hex(t4.tag), "5bc94fbc3221a5db94fae95ae7121a47");
+  EXPECT_EQ(t4.text, openssl_seal(key, iv, aad, plain).text);
+  Sealed back = vaes_run(false, key, iv, aad, t4.text, rng);
+  EXPECT_EQ(back.text, plain);
+  EXPECT_EQ(back.tag, t4.tag);
+}
+
 TEST_F(GcmVaes, MatchesOpenSslOnRandomMessages) {
   std::mt19937 rng(42);
   const size_t lengths[] = {0, 1, 15, 16, 17, 31, 255, 256, 257, 511, 512, 1000, 4096, 4111, 16384, 65536 + 48, 262144, 1 << 20};
+  for (size_t key_len : {size_t{32}, size_t{16}})
   for (size_t len : lengths) {
     for (size_t aad_len : {size_t{0}, size_t{5}, size_t{16}, size_t{32}, size_t{77}}) {
-      const Bytes key = random_bytes(32, rng), iv = random_bytes(12, rng), aad = random_bytes(aad_len, rng);
+      const Bytes key = random_bytes(key_len, rng), iv = random_bytes(12, rng), aad = random_bytes(aad_len, rng);
       const Bytes plain = random_bytes(len, rng);
       const Sealed ref = openssl_seal(key, iv, aad, plain);
       const Sealed enc = vaes_run(true, key, iv, aad, plain, rng);
-      ASSERT_EQ(enc.text, ref.text) << "length " << len << " aad " << aad_len;
-      ASSERT_EQ(enc.tag, ref.tag) << "length " << len << " aad " << aad_len;
+      ASSERT_EQ(enc.text, ref.text) << "key " << key_len << " length " << len << " aad " << aad_len;
+      ASSERT_EQ(enc.tag, ref.tag) << "key " << key_len << " length " << len << " aad " << aad_len;
       const Sealed dec = vaes_run(false, key, iv, aad, ref.text, rng);
       ASSERT_EQ(dec.text, plain) << "length " << len;
       ASSERT_EQ(dec.tag, ref.tag) << "length " << len;
@@ -115,7 +143,7 @@ TEST_F(GcmVaes, InPlace) {
   const Bytes plain = random_bytes(3000, rng);
   Bytes buf = plain;
   gcm_vaes::Context ctx;
-  ctx.start(key.data(), iv.data(), nullptr, 0);
+  ctx.start(key.data(), key.size(), iv.data(), nullptr, 0);
   ctx.encrypt(buf.data(), buf.data(), buf.size());
   uint8_t tag[16];
   ctx.finish(tag);
@@ -131,7 +159,7 @@ TEST_F(GcmVaes, CounterWrapsIn32Bits) {
   std::mt19937 rng(9);
   const Bytes key = random_bytes(32, rng), iv = random_bytes(12, rng);
   gcm_vaes::Context ctx;
-  ctx.start(key.data(), iv.data(), nullptr, 0);
+  ctx.start(key.data(), key.size(), iv.data(), nullptr, 0);
   const uint32_t start = 0xFFFFFFFBu;
   ctx.seek_counter(start);
   const Bytes zeros(16 * 300, 0);

@@ -36,7 +36,9 @@ TEST(SealedWeightStore, RoundTripsEntriesOfEverySize) {
     EXPECT_EQ(out, pattern(sizes[i], static_cast<uint8_t>(sizes[i])));
     // The untrusted copy is not the plaintext.
     auto u = (*store)->untrusted_entry(ids[i]);
-    if (sizes[i] >= 64) EXPECT_NE(std::memcmp(u.data(), out.data(), 64), 0);
+    if (sizes[i] >= 64) {
+      EXPECT_NE(std::memcmp(u.data(), out.data(), 64), 0);
+    }
   }
   std::vector<std::byte> wrong(5);
   EXPECT_EQ((*store)->get(ids[0], wrong).code(), StatusCode::kInvalidArgument);
