@@ -359,8 +359,8 @@ int inspect_epc(const InspectArgs& a, tenet::ir::Graph graph, const std::map<std
   naive_opts.no_buffer_reuse = true;
   auto naive = tenet::cpu::compile_model(graph, shapes, naive_opts);
   if (!naive.ok()) return fail(naive.status());
-  uint64_t naive_weights = 0;
-  for (const auto& st : (*naive)->steps()) naive_weights += st.weight_bytes;
+  uint64_t naive_weights = 0;  // the kernels' own copies (a weight a kernel shares with the graph is counted once, above)
+  for (const auto& st : (*naive)->steps()) naive_weights += st.weight_bytes - st.shared_weight_bytes;
   const uint64_t naive_acts = (*naive)->arena_plan().peak_bytes;
   const uint64_t naive_commit = imported + naive_weights + naive_acts + (*naive)->scratchpad_bytes() + io;
   naive->reset();

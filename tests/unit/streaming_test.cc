@@ -80,6 +80,13 @@ TEST_P(StreamingTest, BitwiseEqualUnderABudgetAndWithinThePlan) {
     const auto& steps = (*full)->steps();
     const bool gemv = std::any_of(steps.begin(), steps.end(), [](const auto& st) { return st.kernel == "tenet_gemv"; });
     EXPECT_EQ(gemv, batch == 1);
+    for (const auto& st : steps) {
+      if (st.kernel != "tenet_gemv") continue;
+      // The Gemm (transB) computes on the graph's [N, K] constant itself: shared, not a copy, so
+      // memory accounting counts it once. The MatMul's [K, N] weight is transposed into a copy.
+      EXPECT_EQ(st.shared_weight_bytes, st.op_type == "Gemm" ? uint64_t{4096} * 64 * sizeof(float) : 0u) << st.node;
+      EXPECT_LT(st.shared_weight_bytes, st.weight_bytes);  // the bias is always the kernel's own
+    }
 
     for (uint64_t budget : {uint64_t{64} << 20, uint64_t{12} << 20, uint64_t{6} << 20}) {
       SCOPED_TRACE(budget);

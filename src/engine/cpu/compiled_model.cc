@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <functional>
 #include <chrono>
 #include <climits>
 #include <cstdlib>
@@ -640,6 +641,17 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     for (int s : st.out_slots) outs.push_back(address(s));
     TENET_RETURN_IF_ERROR(st.kernel->bind(ins, outs, m.scratchpad));
   }
+  // A kernel weight inside a graph constant's storage is that constant, shared (tenet_gemv's [N, K]
+  // weight), not a copy: memory accounting must not count it twice.
+  std::vector<std::span<const std::byte>> constants;
+  for (const ir::Value& v : m.graph.values) {
+    if (v.is_constant()) constants.emplace_back(static_cast<const std::byte*>(v.constant.data()), v.constant.size_bytes());
+  }
+  auto is_constant_storage = [&constants](std::span<const std::byte> b) {
+    return b.data() != nullptr && std::any_of(constants.begin(), constants.end(), [&b](std::span<const std::byte> c) {
+             return std::less_equal<>()(c.data(), b.data()) && std::less_equal<>()(b.data() + b.size(), c.data() + c.size());
+           });
+  };
   for (size_t i = 0; i < m.steps.size(); ++i) {
     StepInfo& info = model->step_info_[i];
     for (const std::vector<int>* slots : {&m.steps[i].in_slots, &m.steps[i].out_slots}) {
@@ -647,7 +659,11 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
         if (s >= 0 && !m.slots[static_cast<size_t>(s)].constant) info.activation_bytes += m.slots[static_cast<size_t>(s)].layout.size_bytes();
       }
     }
-    for (size_t w = 0; w < m.steps[i].kernel->owned_weight_count(); ++w) info.weight_bytes += m.steps[i].kernel->owned_weight(w).size();
+    for (size_t w = 0; w < m.steps[i].kernel->owned_weight_count(); ++w) {
+      const std::span<std::byte> b = m.steps[i].kernel->owned_weight(w);
+      info.weight_bytes += b.size();
+      if (is_constant_storage(b)) info.shared_weight_bytes += b.size();
+    }
   }
   if (options.streaming.store) TENET_RETURN_IF_ERROR(model->plan_streaming(options.streaming));
   return model;

@@ -52,7 +52,8 @@ struct StepInfo {
   std::string post_ops;  // "sum+relu"
   int64_t flops = 0;
   uint64_t activation_bytes = 0;  // its inputs and outputs that live in the arena
-  uint64_t weight_bytes = 0;      // the weights its kernel owns (reordered copies)
+  uint64_t weight_bytes = 0;      // the weights its kernel owns (reordered copies, or shared)
+  uint64_t shared_weight_bytes = 0;  // of weight_bytes: a graph constant's own storage, not a copy
 };
 
 class CompiledModel {
