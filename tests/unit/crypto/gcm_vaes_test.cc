@@ -74,48 +74,45 @@ class GcmVaes : public ::testing::Test {
   }
 };
 
-TEST_F(GcmVaes, NistVectors) {
-  std::mt19937 rng(1);
-  // Test cases 13 and 14 of the GCM specification (McGrew and Viega), AES-256.
-  const Bytes zero_key(32, 0), zero_iv(12, 0);
-  Sealed t13 = vaes_run(true, zero_key, zero_iv, {}, {}, rng);
-  EXPECT_EQ(to_hex(t13.tag), "530f8afbc74536b9a963b4f1c4cb738b");
-  Sealed t14 = vaes_run(true, zero_key, zero_iv, {}, Bytes(16, 0), rng);
-  EXPECT_EQ(to_hex(t14.text), "cea7403d4d606b6e074ec5d3baf39d18");
-  EXPECT_EQ(to_hex(t14.tag), "d0d1c8a799996bf0265b98b5d48ab919");
-  // Test case 16: AAD and a partial last block.
-  const Bytes key = hex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308");
-  const Bytes iv = hex("cafebabefacedbaddecaf888");
-  const Bytes aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
-  const Bytes plain = hex(
-      "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
-  Sealed t16 = vaes_run(true, key, iv, aad, plain, rng);
-  EXPECT_EQ(to_hex(t16.tag), "76fc6ece0f4e1768cddf8853bb2d551b");
-  EXPECT_EQ(t16.text, openssl_seal(key, iv, aad, plain).text);
-  Sealed back = vaes_run(false, key, iv, aad, t16.text, rng);
-  EXPECT_EQ(back.text, plain);
-  EXPECT_EQ(back.tag, t16.tag);
-}
+// Test cases of the GCM specification (McGrew and Viega): for AES-256 cases 13, 14 and 16, for
+// AES-128 cases 1, 2 and 4 (an empty message, one zero block under a zero key, then AAD and a
+// partial last block under the same IV, AAD and plaintext for both key sizes).
+struct SpecCases {
+  size_t key_bytes;
+  const char* empty_tag;
+  const char* zero_block_text;
+  const char* zero_block_tag;
+  const char* key;
+  const char* aad_tag;
+};
 
-TEST_F(GcmVaes, NistVectorsAes128) {
+TEST_F(GcmVaes, NistVectors) {
+  const SpecCases cases[] = {
+      {32, "530f8afbc74536b9a963b4f1c4cb738b", "cea7403d4d606b6e074ec5d3baf39d18", "d0d1c8a799996bf0265b98b5d48ab919",
+       "feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", "76fc6ece0f4e1768cddf8853bb2d551b"},
+      {16, "58e2fccefa7e3061367f1d57a4e7455a", "0388dace60b6a392f328c2b971b2fe78", "ab6e47d42cec13bdf53a67b21257bddf",
+       "feffe9928665731c6d6a8f9467308308", "5bc94fbc3221a5db94fae95ae7121a47"},
+  };
   std::mt19937 rng(1);
-  // Test cases 1, 2 and 4 of the GCM specification, AES-128.
-  const Bytes zero_key(16, 0), zero_iv(12, 0);
-  EXPECT_EQ(to_hex(vaes_run(true, zero_key, zero_iv, {}, {}, rng).tag), "58e2fccefa7e3061367f1d57a4e7455a");
-  Sealed t2 = vaes_run(true, zero_key, zero_iv, {}, Bytes(16, 0), rng);
-  EXPECT_EQ(to_hex(t2.text), "0388dace60b6a392f328c2b971b2fe78");
-  EXPECT_EQ(to_hex(t2.tag), "ab6e47d42cec13bdf53a67b21257bddf");
-  const Bytes key = hex("feffe9928665731c6d6a8f9467308308");
-  const Bytes iv = hex("cafebabefacedbaddecaf888");
-  const Bytes aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
-  const Bytes plain = hex(
-      "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
-  Sealed t4 = vaes_run(true, key, iv, aad, plain, rng);
-  EXPECT_EQ(to_hex(t4.tag), "5bc94fbc3221a5db94fae95ae7121a47");
-  EXPECT_EQ(t4.text, openssl_seal(key, iv, aad, plain).text);
-  Sealed back = vaes_run(false, key, iv, aad, t4.text, rng);
-  EXPECT_EQ(back.text, plain);
-  EXPECT_EQ(back.tag, t4.tag);
+  for (const SpecCases& c : cases) {
+    SCOPED_TRACE(c.key_bytes * 8);
+    const Bytes zero_key(c.key_bytes, 0), zero_iv(12, 0);
+    EXPECT_EQ(to_hex(vaes_run(true, zero_key, zero_iv, {}, {}, rng).tag), c.empty_tag);
+    Sealed zero_block = vaes_run(true, zero_key, zero_iv, {}, Bytes(16, 0), rng);
+    EXPECT_EQ(to_hex(zero_block.text), c.zero_block_text);
+    EXPECT_EQ(to_hex(zero_block.tag), c.zero_block_tag);
+    const Bytes key = hex(c.key);
+    const Bytes iv = hex("cafebabefacedbaddecaf888");
+    const Bytes aad = hex("feedfacedeadbeeffeedfacedeadbeefabaddad2");
+    const Bytes plain = hex(
+        "d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a721c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b39");
+    Sealed sealed = vaes_run(true, key, iv, aad, plain, rng);
+    EXPECT_EQ(to_hex(sealed.tag), c.aad_tag);
+    EXPECT_EQ(sealed.text, openssl_seal(key, iv, aad, plain).text);
+    Sealed back = vaes_run(false, key, iv, aad, sealed.text, rng);
+    EXPECT_EQ(back.text, plain);
+    EXPECT_EQ(back.tag, sealed.tag);
+  }
 }
 
 TEST_F(GcmVaes, MatchesOpenSslOnRandomMessages) {
