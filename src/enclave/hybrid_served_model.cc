@@ -1,6 +1,7 @@
 // HybridServedModel: a hybrid::HybridModel as a serving::ServedModel (see hybrid_served_model.h).
 #include "enclave/hybrid_served_model.h"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -47,8 +48,12 @@ class HybridServedModel final : public serving::ServedModel {
     ho.verify_bits = options_.verify_bits;
     ho.masks_to_precompute = options_.unblind_pool;
     ho.allow_inline_masks = true;  // a dry pool slows requests down, it does not fail them
-    ho.pipeline_depth = 1;
+    ho.pipeline_depth = options_.pipeline_depth;
     ho.threads = options_.threads;
+    if (ho.threads == 0 && ho.pipeline_depth > 1) {
+      // The instances in flight share the cores rather than each spreading over all of them.
+      ho.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / ho.pipeline_depth);
+    }
     TENET_ASSIGN_OR_RETURN(model_, hybrid::HybridModel::compile(graph, shapes, ho));
     for (const cpu::TensorInfo& t : model_->inputs()) {
       if (serving::kserve_datatype(t.dtype)[0] == '\0') {
@@ -65,9 +70,9 @@ class HybridServedModel final : public serving::ServedModel {
     const hybrid::HybridStats st = model_->stats();
     std::fprintf(stderr,
                  "tenet enclave: model '%s' in hybrid mode: %d outsourced layers (%.0f%% of FLOPs), verify_bits %d, "
-                 "%d unblinding terms per layer precomputed in %.0f ms\n",
+                 "%d unblinding terms per layer precomputed in %.0f ms, %d request(s) in flight\n",
                  name_.c_str(), st.outsourced_layers, st.outsourced_flops_fraction * 100.0, options_.verify_bits,
-                 options_.unblind_pool, st.precompute_ms);
+                 options_.unblind_pool, st.precompute_ms, options_.pipeline_depth);
     if (options_.unblind_pool > 0 && st.outsourced_layers > 0) refill_ = std::thread([this] { refill_loop(); });
     return ok_status();
   }
@@ -105,7 +110,7 @@ class HybridServedModel final : public serving::ServedModel {
       std::vector<ConstTensorView> views;
       views.reserve(inputs.size());
       for (const Tensor& t : inputs) views.push_back(t.view());
-      s = model_->run(views, outputs);  // blocks while the one instance is busy: the queue
+      s = model_->run(views, outputs);  // blocks while every instance is busy: the queue
       t_end = Clock::now();
       if (!s.ok()) {
         for (Tensor& t : outputs) serving::wipe_tensor(t);

@@ -10,10 +10,15 @@
 //   * Batch 1, fixed shapes. A HybridModel binds its input shapes when compiled; the model is
 //     compiled with every variable input dimension bound to 1, so max_batch_size() is 0 and the
 //     KServe metadata shows those fixed shapes. No dynamic batching.
-//   * One request at a time (pipeline depth 1: the hosts tenet runs on have two cores, and the
-//     accelerator is a separate process on them). HTTP / gRPC threads call infer() directly;
-//     at most max_queue_requests requests wait or run at once, beyond that infer() fails at once
-//     with kResourceExhausted (HTTP 503 / gRPC UNAVAILABLE), as the engine-backed model does.
+//   * Up to pipeline_depth requests at a time (the manifest's "pipeline_depth", default 1): the
+//     model is compiled that many times and each request in flight has its own instance, so one
+//     request's enclave work (quantizing, blinding, checking, the non-linear layers) overlaps
+//     another's products on the accelerator (Slalom's and TEESlice's pipelining). Depth 1 suits a
+//     host of two cores whose accelerator shares them; a GPU host wants 2 or more. With threads 0
+//     each instance gets cores / pipeline_depth enclave threads (at least one). HTTP / gRPC
+//     threads call infer() directly; at most max_queue_requests requests wait or run at once,
+//     beyond that infer() fails at once with kResourceExhausted (HTTP 503 / gRPC UNAVAILABLE), as
+//     the engine-backed model does.
 //   * Unblinding terms (W·r per outsourced layer, hybrid/mask_vault.h): `unblind_pool` of them
 //     per layer are precomputed at load. A background thread tops the pool back up to
 //     `unblind_pool`, one term per layer at a time, but ONLY while no request is in flight, so
@@ -50,8 +55,9 @@ struct HybridServedOptions {
   std::shared_ptr<accel::Accelerator> trusted_linear;  // in-enclave exact engine for W·r (null: exact loops)
   int verify_bits = 40;                                // 0: unverified (INSECURE); the manifest decides
   int unblind_pool = 16;                               // precomputed unblinding terms per layer
+  int pipeline_depth = 1;                              // requests in flight at once (1..64)
   size_t max_queue_requests = 64;
-  int threads = 0;  // enclave CPU threads (0: all cores)
+  int threads = 0;  // enclave CPU threads per request (0: the cores, shared among pipeline_depth requests)
 };
 
 // Compiles `graph` for hybrid mode and precomputes the pool. Errors name the model.

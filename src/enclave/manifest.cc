@@ -44,7 +44,7 @@ Status parse_model_mode(const json& mj, const std::string& where, ManifestModel&
     }
     mm.mode = v.get<std::string>();
   }
-  for (const char* key : {"verify_bits", "allow_unverified", "unblind_pool"}) {
+  for (const char* key : {"verify_bits", "allow_unverified", "unblind_pool", "pipeline_depth"}) {
     if (!mm.hybrid() && mj.contains(key)) {
       return invalid_argument("manifest: {} sets {}, which only a \"mode\": \"hybrid\" model has", where, key);
     }
@@ -65,6 +65,8 @@ Status parse_model_mode(const json& mj, const std::string& where, ManifestModel&
     return invalid_argument("manifest: {} allow_unverified is only meaningful with verify_bits 0", where);
   }
   TENET_RETURN_IF_ERROR(get_uint<int>(mj, "unblind_pool", 4096, &mm.unblind_pool, where.c_str()));
+  TENET_RETURN_IF_ERROR(get_uint<int>(mj, "pipeline_depth", 64, &mm.pipeline_depth, where.c_str()));
+  if (mm.pipeline_depth < 1) return invalid_argument("manifest: {} pipeline_depth must be 1..64", where);
   if (mj.contains("max_batch_size") && mm.max_batch_size > 1) {
     return invalid_argument("manifest: {} is hybrid, which runs batch 1 (its shapes are fixed when compiled); "
                             "max_batch_size must be 0 or 1", where);
@@ -115,7 +117,7 @@ Result<Manifest> parse_manifest(std::string_view text) {
     if (!mj.is_object()) return invalid_argument("manifest: each model must be an object");
     TENET_RETURN_IF_ERROR(check_keys(
         mj, {"name", "package_digest", "key_resource", "max_batch_size", "max_queue_delay_us", "max_queue_requests", "mode",
-             "verify_bits", "allow_unverified", "unblind_pool"},
+             "verify_bits", "allow_unverified", "unblind_pool", "pipeline_depth"},
         "a model"));
     ManifestModel mm;
     if (!mj.contains("name") || !mj["name"].is_string() || !valid_name(mj["name"].get<std::string>())) {

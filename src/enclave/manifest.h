@@ -17,7 +17,8 @@
 //         "mode": "hybrid",                      // default "tee"
 //         "verify_bits": 40,                     // hybrid: Freivalds soundness, default 40
 //         "allow_unverified": false,             // hybrid: needed (true) for verify_bits 0 (INSECURE)
-//         "unblind_pool": 16 }                   // hybrid: precomputed unblinding terms per layer
+//         "unblind_pool": 16,                    // hybrid: precomputed unblinding terms per layer
+//         "pipeline_depth": 1 }                  // hybrid: requests in flight at once (1..64)
 //     ],
 //     "server": { "max_body_bytes": 67108864, "http_threads": 16 }
 //   }
@@ -59,6 +60,9 @@ struct ManifestModel {
   // hybrid only: unblinding terms per outsourced layer precomputed at load and kept topped up
   // while the model is idle (see enclave/hybrid_served_model.h).
   int unblind_pool = 16;
+  // hybrid only: requests in flight at once, each on its own compiled instance, so that one
+  // request's enclave work overlaps another's accelerator products (enclave/hybrid_served_model.h).
+  int pipeline_depth = 1;
 
   bool hybrid() const { return mode == "hybrid"; }
   // The per-model RA-TLS claim: "tee", or "hybrid:<verify_bits>".

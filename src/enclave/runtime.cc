@@ -170,6 +170,7 @@ Result<std::shared_ptr<serving::ServedModel>> load_model(attest::Platform& platf
     ho.trusted_linear = hybrid.trusted_linear;
     ho.verify_bits = mm.verify_bits;
     ho.unblind_pool = mm.unblind_pool;
+    ho.pipeline_depth = mm.pipeline_depth;
     ho.max_queue_requests = mm.max_queue_requests;
     ho.threads = o.threads;
     return load_hybrid_model(mm.name, *graph, ho);

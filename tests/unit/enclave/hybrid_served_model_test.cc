@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -56,9 +57,21 @@ class FlakyAccelerator final : public accel::Accelerator {
   Result<int32_t> add_layer(const accel::LinearSpec& spec) override { return inner_.add_layer(spec); }
   Status run(int32_t layer, const Shape& shape, std::span<const uint32_t> x, std::span<uint32_t> y) override {
     if (fail.load()) return failed_precondition("accelerator connection lost");
-    return inner_.run(layer, shape, x, y);
+    const int now = ++in_flight;
+    for (int seen = max_in_flight.load(); now > seen && !max_in_flight.compare_exchange_weak(seen, now);) {
+    }
+    // Rendezvous: hold each product until `rendezvous` of them are in flight (or 10 s passed), so
+    // that a test can tell requests that overlap from requests that queue.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (max_in_flight.load() < rendezvous.load() && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    Status s = inner_.run(layer, shape, x, y);
+    --in_flight;
+    return s;
   }
   std::atomic<bool> fail{false};
+  std::atomic<int> rendezvous{0}, in_flight{0}, max_in_flight{0};
 
  private:
   hybrid::ExactLinear inner_;
@@ -86,9 +99,10 @@ struct Loaded {
   std::shared_ptr<serving::ServedModel> model;
 };
 
-Loaded load(const ir::Graph& g, int pool, size_t queue = 64) {
+Loaded load(const ir::Graph& g, int pool, size_t queue = 64, int pipeline_depth = 1) {
   Loaded l;
   HybridServedOptions o;
+  o.pipeline_depth = pipeline_depth;
   o.accelerator = l.accel;
   o.trusted_linear = std::make_shared<hybrid::ExactLinear>();
   o.verify_bits = 40;
@@ -130,6 +144,43 @@ TEST(HybridServedModel, MatchesEngineAndShowsMode) {
     EXPECT_LT(relative_error((*out)[0], want), 0.05) << "seed " << seed;
   }
   EXPECT_EQ(l.model->stats().success.count, 5u);
+}
+
+// pipeline_depth 2: two requests are on the accelerator at once (each on its own instance), and
+// every output is bitwise the one the request gets alone (the pads cancel exactly).
+TEST(HybridServedModel, PipelinedRequestsOverlapAndGiveTheSameOutputs) {
+  const ir::Graph g = small_graph();
+  Loaded l = load(g, 8, 64, 2);
+  ASSERT_TRUE(l.model);
+  auto infer = [&](uint32_t seed) {
+    std::vector<Tensor> in;
+    in.push_back(input(seed));
+    return l.model->infer(std::move(in));
+  };
+  std::vector<Tensor> alone;
+  for (uint32_t seed = 1; seed <= 6; ++seed) {
+    auto out = infer(seed);
+    ASSERT_TRUE(out.ok()) << out.status().to_string();
+    alone.push_back(std::move((*out)[0]));
+  }
+  EXPECT_EQ(l.accel->max_in_flight.load(), 1);  // one client: one request at a time
+  l.accel->rendezvous = 2;
+  std::vector<Result<std::vector<Tensor>>> together(6, internal_error("not run"));
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 3; ++c) {
+    clients.emplace_back([&, c] {
+      for (int i = c; i < 6; i += 3) together[static_cast<size_t>(i)] = infer(static_cast<uint32_t>(i + 1));
+    });
+  }
+  for (std::thread& t : clients) t.join();
+  EXPECT_EQ(l.accel->max_in_flight.load(), 2);  // never more than pipeline_depth
+  for (size_t i = 0; i < together.size(); ++i) {
+    ASSERT_TRUE(together[i].ok()) << i << ": " << together[i].status().to_string();
+    const Tensor& got = (*together[i])[0];
+    ASSERT_EQ(got.size_bytes(), alone[i].size_bytes());
+    EXPECT_EQ(std::memcmp(got.data(), alone[i].data(), got.size_bytes()), 0) << "request " << i;
+  }
+  EXPECT_EQ(l.model->stats().success.count, 12u);
 }
 
 TEST(HybridServedModel, WrongShapeIsInvalidArgument) {

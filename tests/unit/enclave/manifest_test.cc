@@ -44,15 +44,17 @@ TEST(ManifestMode, HybridWithDefaults) {
   EXPECT_EQ(mm.verify_bits, 40);
   EXPECT_FALSE(mm.allow_unverified);
   EXPECT_EQ(mm.unblind_pool, 16);
+  EXPECT_EQ(mm.pipeline_depth, 1);
   EXPECT_EQ(mm.max_batch_size, 0);  // hybrid runs batch 1, fixed shapes
   EXPECT_EQ(mm.mode_claim(), "hybrid:40");
 }
 
 TEST(ManifestMode, HybridWithParameters) {
-  auto m = parse(R"("mode": "hybrid", "verify_bits": 64, "unblind_pool": 3, "max_batch_size": 1)");
+  auto m = parse(R"("mode": "hybrid", "verify_bits": 64, "unblind_pool": 3, "pipeline_depth": 4, "max_batch_size": 1)");
   ASSERT_TRUE(m.ok()) << m.status().to_string();
   EXPECT_EQ(m->models[0].verify_bits, 64);
   EXPECT_EQ(m->models[0].unblind_pool, 3);
+  EXPECT_EQ(m->models[0].pipeline_depth, 4);
   EXPECT_EQ(m->models[0].mode_claim(), "hybrid:64");
 }
 
@@ -82,6 +84,9 @@ TEST(ManifestMode, HostileValues) {
   expect_error(R"("mode": "hybrid", "allow_unverified": "yes")", "allow_unverified");
   expect_error(R"("mode": "hybrid", "unblind_pool": -3)", "unblind_pool");
   expect_error(R"("mode": "hybrid", "unblind_pool": 4097)", "unblind_pool");
+  expect_error(R"("mode": "hybrid", "pipeline_depth": 0)", "pipeline_depth");
+  expect_error(R"("mode": "hybrid", "pipeline_depth": 65)", "pipeline_depth");
+  expect_error(R"("mode": "hybrid", "pipeline_depth": 2.5)", "pipeline_depth");
   expect_error(R"("mode": "hybrid", "max_batch_size": 8)", "batch 1");
   expect_error(R"("mode": "hybrid", "verifybits": 40)", "unknown key");
 }
@@ -89,6 +94,7 @@ TEST(ManifestMode, HostileValues) {
 TEST(ManifestMode, HybridKeysOnTeeModelsAreRefused) {
   expect_error(R"("verify_bits": 40)", "only a \"mode\": \"hybrid\" model");
   expect_error(R"("mode": "tee", "unblind_pool": 4)", "only a \"mode\": \"hybrid\" model");
+  expect_error(R"("pipeline_depth": 2)", "only a \"mode\": \"hybrid\" model");
   expect_error(R"("allow_unverified": true)", "only a \"mode\": \"hybrid\" model");
 }
 
