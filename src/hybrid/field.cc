@@ -4,6 +4,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
+
+#include "core/x86_intrinsics.h"
 
 namespace tenet::hybrid {
 
@@ -20,6 +23,89 @@ __attribute__((target_clones("avx2", "default"))) uint32_t dot_mod(std::span<con
     acc += (p & kP) + (p >> 31);
   }
   return reduce64(acc);
+}
+
+namespace {
+
+// The same sums as dot_mod, one accumulator per row of `a`: each product p < 2^62 folded to
+// (p & kP) + (p >> 31) < 2^32, summed in uint64.
+void dot_mod_many_portable(std::span<const uint32_t* const> a, const uint32_t* b, size_t n, uint32_t* out) {
+  uint64_t acc[kMaxDots] = {};
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t r = 0; r < a.size(); ++r) {
+      const uint64_t p = uint64_t{a[r][i]} * b[i];
+      acc[r] += (p & kP) + (p >> 31);
+    }
+  }
+  for (size_t r = 0; r < a.size(); ++r) out[r] = reduce64(acc[r]);
+}
+
+// Sixteen elements per step: vpmuludq multiplies the even 32-bit lanes (and, after a 32-bit
+// shift, the odd ones) into 64-bit products, folded as above and summed per 64-bit lane. A lane
+// gains less than 2^33 per step, and n < 2^32 is under 2^28 steps: below 2^61.
+template <size_t R>
+__attribute__((target("avx512f"))) void dot_mod_many_avx512(std::span<const uint32_t* const> a, const uint32_t* b, size_t n,
+                                                            uint32_t* out) {
+  const __m512i mask = _mm512_set1_epi64(kP);
+  __m512i acc[R];
+  for (size_t r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512i vb = _mm512_loadu_si512(b + i);
+    const __m512i vb_odd = _mm512_srli_epi64(vb, 32);
+    for (size_t r = 0; r < R; ++r) {
+      const __m512i va = _mm512_loadu_si512(a[r] + i);
+      const __m512i even = _mm512_mul_epu32(va, vb);
+      const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(va, 32), vb_odd);
+      acc[r] = _mm512_add_epi64(acc[r], _mm512_add_epi64(_mm512_and_si512(even, mask), _mm512_srli_epi64(even, 31)));
+      acc[r] = _mm512_add_epi64(acc[r], _mm512_add_epi64(_mm512_and_si512(odd, mask), _mm512_srli_epi64(odd, 31)));
+    }
+  }
+  for (size_t r = 0; r < R; ++r) {
+    alignas(64) uint64_t lanes[8];
+    _mm512_store_si512(lanes, acc[r]);
+    uint64_t sum = 0;
+    for (uint64_t l : lanes) sum = reduce64(sum) + reduce64(l);  // each < 2^31: no overflow
+    for (size_t t = i; t < n; ++t) {
+      const uint64_t p = uint64_t{a[r][t]} * b[t];
+      sum += (p & kP) + (p >> 31);
+    }
+    out[r] = reduce64(sum);
+  }
+}
+
+using DotManyFn = void (*)(std::span<const uint32_t* const>, const uint32_t*, size_t, uint32_t*);
+
+template <size_t... R>
+DotManyFn pick_avx512(size_t count, std::index_sequence<R...>) {
+  DotManyFn f = nullptr;
+  ((f = (count == R + 1 ? &dot_mod_many_avx512<R + 1> : f)), ...);
+  return f;
+}
+
+}  // namespace
+
+void dot_mod_many(std::span<const uint32_t* const> a, const uint32_t* b, size_t n, uint32_t* out) {
+  static const bool avx512 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  if (a.empty()) return;
+  if (avx512 && a.size() <= kMaxDots) return pick_avx512(a.size(), std::make_index_sequence<kMaxDots>())(a, b, n, out);
+  for (size_t first = 0; first < a.size(); first += kMaxDots) {
+    const size_t count = std::min(kMaxDots, a.size() - first);
+    dot_mod_many_portable(a.subspan(first, count), b, n, out + first);
+  }
+}
+
+__attribute__((target_clones("avx2", "default"))) bool all_in_field(const uint32_t* y, size_t n) {
+  // Any value >= p: bit 31 set, or exactly p = 2^31 - 1.
+  uint32_t high = 0, equal = 0;
+  for (size_t i = 0; i < n; ++i) {
+    high |= y[i];
+    equal |= static_cast<uint32_t>(y[i] == kP);
+  }
+  return (high >> 31) == 0 && equal == 0;
 }
 
 __attribute__((target_clones("avx2", "default"))) uint32_t max_abs_bits(const float* x, int64_t count) {

@@ -48,6 +48,14 @@ inline int64_t lift_centred(uint32_t a) { return a > kP / 2 ? static_cast<int64_
 // Σ a_i·b_i mod p, for spans of fewer than 2^32 elements.
 uint32_t dot_mod(std::span<const uint32_t> a, std::span<const uint32_t> b);
 
+// out[r] = Σ_i a[r][i]·b[i] mod p for r < a.size() (at most kMaxDots), b read once: several
+// Freivalds repetitions over one result or input in one pass. n < 2^32; AVX-512 where the CPU has it.
+inline constexpr size_t kMaxDots = 8;
+void dot_mod_many(std::span<const uint32_t* const> a, const uint32_t* b, size_t n, uint32_t* out);
+
+// True when every y_i is a field element (< p); branch-free, vectorized.
+bool all_in_field(const uint32_t* y, size_t n);
+
 // One value already divided by its scale: clamped to [-127, 127], rounded half away from zero
 // (branch-free, so the activation loops vectorize). Finite input only.
 inline int32_t quantize_value(float scaled) {

@@ -31,6 +31,9 @@ Status random_field_elements(std::span<uint32_t> out) {
 
 Result<FreivaldsCheck> FreivaldsCheck::create(const accel::LinearSpec& spec, const Shape& input_shape, int repetitions) {
   TENET_ASSIGN_OR_RETURN(const Shape out, linear_output_shape(spec, input_shape));
+  if (repetitions < 0 || static_cast<size_t>(repetitions) > kMaxDots) {
+    return invalid_argument("Freivalds: {} repetitions (at most {}: {} bits)", repetitions, kMaxDots, kMaxDots * 30);
+  }
   FreivaldsCheck c;
   const Shape& w = spec.weight_shape;
   c.conv_ = spec.kind == accel::LinearSpec::Kind::kConv2d;
@@ -107,43 +110,66 @@ Result<FreivaldsCheck> FreivaldsCheck::create(const accel::LinearSpec& spec, con
 }
 
 int FreivaldsCheck::first_failure(std::span<const uint32_t> x, std::span<const uint32_t> y) const {
-  // Partial results are reduced field elements (< 2^31) summed in uint64: fine for < 2^33 terms.
+  // All repetitions in one pass over y and one over x (dot_mod_many): each is read once, however
+  // many repetitions there are. Partial results are reduced field elements (< 2^31) summed in
+  // uint64: fine for < 2^33 terms.
+  const size_t reps = reps_.size();
+  if (reps == 0) return -1;
+  if (reps > kMaxDots) return 0;  // create() refuses more; reject rather than accept unchecked
   constexpr int64_t kParallel = int64_t{1} << 15;
-  for (size_t r = 0; r < reps_.size(); ++r) {
-    const Rep& rep = reps_[r];
-    if (conv_) {
-      const int64_t rows = batch_ * channels_out_;
-      uint64_t lhs = 0;
-#pragma omp parallel for reduction(+ : lhs) if (rows * positions_ > kParallel)
+  uint64_t lhs[kMaxDots] = {}, rhs[kMaxDots] = {};
+  if (conv_) {
+    // lhs_r = Σ_{n, co} s_r[co]·(t_r[n] · y[n, co]); rhs_r = z_r · x.
+    const int64_t rows = batch_ * channels_out_;
+#pragma omp parallel if (rows * positions_ > kParallel)
+    {
+      uint64_t part[kMaxDots] = {};
+      const uint32_t* a[kMaxDots];
+      uint32_t d[kMaxDots];
+#pragma omp for schedule(static) nowait
       for (int64_t row = 0; row < rows; ++row) {
         const int64_t n = row / channels_out_, co = row % channels_out_;
-        const auto t = std::span(rep.t).subspan(static_cast<size_t>(n * positions_), static_cast<size_t>(positions_));
-        const auto yr = y.subspan(static_cast<size_t>(row * positions_), static_cast<size_t>(positions_));
-        lhs += mul_mod(rep.s[static_cast<size_t>(co)], dot_mod(t, yr));
+        for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].t.data() + n * positions_;
+        dot_mod_many(std::span(a, reps), y.data() + row * positions_, static_cast<size_t>(positions_), d);
+        for (size_t r = 0; r < reps; ++r) part[r] += mul_mod(reps_[r].s[static_cast<size_t>(co)], d[r]);
       }
       constexpr int64_t kChunk = 4096;
       const auto count = static_cast<int64_t>(x.size());
       const int64_t chunks = (count + kChunk - 1) / kChunk;
-      uint64_t rhs = 0;
-#pragma omp parallel for reduction(+ : rhs) if (count > kParallel)
+      uint64_t part_x[kMaxDots] = {};
+#pragma omp for schedule(static) nowait
       for (int64_t c = 0; c < chunks; ++c) {
-        const auto at = static_cast<size_t>(c * kChunk);
-        const size_t len = std::min<size_t>(static_cast<size_t>(kChunk), x.size() - at);
-        rhs += dot_mod(std::span(rep.z).subspan(at, len), x.subspan(at, len));
+        const int64_t at = c * kChunk;
+        for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].z.data() + at;
+        dot_mod_many(std::span(a, reps), x.data() + at, static_cast<size_t>(std::min(kChunk, count - at)), d);
+        for (size_t r = 0; r < reps; ++r) part_x[r] += d[r];
       }
-      if (reduce64(lhs) != reduce64(rhs)) return static_cast<int>(r);
-      continue;
+#pragma omp critical(tenet_freivalds_sum)
+      for (size_t r = 0; r < reps; ++r) {
+        lhs[r] += part[r];
+        rhs[r] += part_x[r];
+      }
     }
-    bool bad = false;
-#pragma omp parallel for reduction(|| : bad) if (batch_ * (channels_out_ + k_) > kParallel)
-    for (int64_t m = 0; m < batch_; ++m) {
-      const uint32_t lhs = dot_mod(rep.s, y.subspan(static_cast<size_t>(m * channels_out_), static_cast<size_t>(channels_out_)));
-      const uint32_t rhs = dot_mod(rep.z, x.subspan(static_cast<size_t>(m * k_), static_cast<size_t>(k_)));
-      bad = bad || lhs != rhs;
+    for (size_t r = 0; r < reps; ++r) {
+      if (reduce64(lhs[r]) != reduce64(rhs[r])) return static_cast<int>(r);
     }
-    if (bad) return static_cast<int>(r);
+    return -1;
   }
-  return -1;
+  // Matmul, per row m of the batch: s_r · y[m] == z_r · x[m] for every r.
+  int bad = static_cast<int>(reps);
+#pragma omp parallel for reduction(min : bad) if (batch_ * (channels_out_ + k_) > kParallel)
+  for (int64_t m = 0; m < batch_; ++m) {
+    const uint32_t* a[kMaxDots];
+    uint32_t ly[kMaxDots], rx[kMaxDots];
+    for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].s.data();
+    dot_mod_many(std::span(a, reps), y.data() + m * channels_out_, static_cast<size_t>(channels_out_), ly);
+    for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].z.data();
+    dot_mod_many(std::span(a, reps), x.data() + m * k_, static_cast<size_t>(k_), rx);
+    for (size_t r = 0; r < reps; ++r) {
+      if (ly[r] != rx[r]) bad = std::min(bad, static_cast<int>(r));
+    }
+  }
+  return bad == static_cast<int>(reps) ? -1 : bad;
 }
 
 size_t FreivaldsCheck::size_bytes() const {

@@ -50,6 +50,48 @@ TEST(HybridField, DotAndCentredLift) {
   EXPECT_GE((kMaxExactReduction + 1) * 127 * 127, int64_t{kP} / 2);
 }
 
+// Several dot products against one vector in one pass: exact against 128-bit arithmetic for every
+// count of rows the SIMD path specializes (and one beyond), every tail length, random and maximal
+// (p - 1) operands.
+TEST(HybridField, DotManyMatchesExactSums) {
+  std::mt19937_64 rng(9);
+  for (size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{1000}, size_t{4099}}) {
+    for (size_t rows = 1; rows <= kMaxDots + 1; ++rows) {
+      for (bool maximal : {false, true}) {
+        std::vector<std::vector<uint32_t>> a(rows, std::vector<uint32_t>(n));
+        std::vector<uint32_t> b(n);
+        for (size_t i = 0; i < n; ++i) b[i] = maximal ? kP - 1 : static_cast<uint32_t>(rng() % kP);
+        std::vector<const uint32_t*> ptrs;
+        for (auto& r : a) {
+          for (uint32_t& v : r) v = maximal ? kP - 1 : static_cast<uint32_t>(rng() % kP);
+          ptrs.push_back(r.data());
+        }
+        std::vector<uint32_t> got(rows, 12345);
+        dot_mod_many(ptrs, b.data(), n, got.data());
+        for (size_t r = 0; r < rows; ++r) {
+          unsigned __int128 want = 0;
+          for (size_t i = 0; i < n; ++i) want += static_cast<unsigned __int128>(a[r][i]) * b[i];
+          EXPECT_EQ(got[r], static_cast<uint32_t>(want % kP)) << "n " << n << " rows " << rows << " row " << r;
+          EXPECT_EQ(got[r], dot_mod(a[r], b));
+        }
+      }
+    }
+  }
+}
+
+TEST(HybridField, AllInField) {
+  std::vector<uint32_t> y(100, kP - 1);
+  EXPECT_TRUE(all_in_field(y.data(), y.size()));
+  EXPECT_TRUE(all_in_field(y.data(), 0));
+  for (uint32_t bad : {kP, kP + 1, uint32_t{1} << 31, ~uint32_t{0}}) {
+    for (size_t at : {size_t{0}, size_t{37}, size_t{99}}) {
+      std::vector<uint32_t> z = y;
+      z[at] = bad;
+      EXPECT_FALSE(all_in_field(z.data(), z.size())) << bad << " at " << at;
+    }
+  }
+}
+
 TEST(HybridField, Quantization) {
   const std::vector<float> x = {0.f, 1.f, -2.f, 0.5f, 1.99f};
   const float s = quantization_scale(x);
