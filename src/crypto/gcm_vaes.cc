@@ -283,7 +283,46 @@ TENET_VAES void finish_impl(Context::State& st, uint8_t tag[16]) {
   _mm_storeu_si128(reinterpret_cast<__m128i*>(tag), _mm_xor_si128(y, _mm_load_si128(as<__m128i>(st.tag_mask))));
 }
 
+TENET_VAES void ctr_impl(const uint8_t key[32], const uint8_t iv[16], uint64_t first_block, uint8_t* out, size_t n) {
+  __m128i rk1[15];
+  expand_key256(key, rk1);
+  __m512i rk[15];
+  for (int r = 0; r < 15; ++r) rk[r] = _mm512_broadcast_i32x4(rk1[r]);
+  // Byte-reflected counter blocks, so that the big-endian 32-bit counter is dword 0 of each lane.
+  const __m128i start = _mm_add_epi32(bswap128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(iv))),
+                                      _mm_set_epi32(0, 0, 0, static_cast<int>(static_cast<uint32_t>(first_block))));
+  __m512i ctr4 = _mm512_add_epi32(_mm512_broadcast_i32x4(start), _mm512_set_epi32(0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0));
+  const __m512i four = _mm512_broadcast_i32x4(_mm_set_epi32(0, 0, 0, 4));
+  for (; n >= 256; n -= 256, out += 256) {
+    __m512i ks[4];
+    for (int j = 0; j < 4; ++j) {
+      ks[j] = _mm512_xor_si512(bswap512(ctr4), rk[0]);
+      ctr4 = _mm512_add_epi32(ctr4, four);
+    }
+    for (int r = 1; r < 14; ++r)
+      for (int j = 0; j < 4; ++j) ks[j] = _mm512_aesenc_epi128(ks[j], rk[r]);
+    for (int j = 0; j < 4; ++j) _mm512_storeu_si512(out + 64 * j, _mm512_aesenclast_epi128(ks[j], rk[14]));
+  }
+  __m128i ctr = _mm512_castsi512_si128(ctr4);
+  while (n > 0) {
+    const size_t len = n >= 16 ? 16 : n;
+    alignas(16) uint8_t block[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(block), aes_block(rk1, 14, bswap128(ctr)));
+    ctr = _mm_add_epi32(ctr, _mm_set_epi32(0, 0, 0, 1));
+    std::memcpy(out, block, len);
+    explicit_bzero(block, sizeof(block));
+    n -= len;
+    out += len;
+  }
+  explicit_bzero(rk1, sizeof(rk1));
+  explicit_bzero(rk, sizeof(rk));
+}
+
 }  // namespace
+
+void ctr_keystream(const uint8_t key[32], const uint8_t iv[16], uint64_t first_block, uint8_t* out, size_t n) {
+  ctr_impl(key, iv, first_block, out, n);
+}
 
 bool supported() {
   static const bool ok = detect();

@@ -24,6 +24,13 @@ bool supported();
 // One AES-GCM operation with a 96-bit IV. Usage: start() with key, IV and AAD; any number of
 // encrypt() or decrypt() calls whose sizes are multiples of 16 bytes except possibly the last;
 // finish() gives the tag. Holds key material: wipe() (or the destructor) clears it.
+// AES-256 in counter mode (SP 800-38A): `n` bytes of key stream (the encryption of zeros) into
+// `out`, starting at block `first_block` of the stream whose first counter block is `iv`. The
+// counter is the last four bytes of the block, big-endian, incremented modulo 2^32 (the rest is
+// fixed): the bytes of OpenSSL's EVP_aes_256_ctr as long as the stream stays below 2^32 blocks
+// (64 GiB), which the caller ensures.
+void ctr_keystream(const uint8_t key[32], const uint8_t iv[16], uint64_t first_block, uint8_t* out, size_t n);
+
 class Context {
  public:
   Context() = default;

@@ -182,6 +182,34 @@ TEST_F(GcmVaes, CounterWrapsIn32Bits) {
   EXPECT_EQ(stream, expect);
 }
 
+// AES-256-CTR key stream from any block on: OpenSSL's EVP_aes_256_ctr bytes (of zeros), for
+// lengths around the 16-block step and partial blocks, from block 0 and from later blocks.
+TEST_F(GcmVaes, CtrKeystreamMatchesOpenSsl) {
+  std::mt19937 rng(11);
+  const Bytes key = random_bytes(32, rng);
+  Bytes iv = random_bytes(16, rng);
+  iv[12] = iv[13] = 0;  // room below 2^32 blocks for the offsets used here
+  const size_t total = 70000;
+  Bytes want(total);
+  {
+    EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+    int len = 0;
+    const Bytes zeros(total, 0);
+    ASSERT_EQ(EVP_EncryptInit_ex(ctx, EVP_aes_256_ctr(), nullptr, key.data(), iv.data()), 1);
+    ASSERT_EQ(EVP_EncryptUpdate(ctx, want.data(), &len, zeros.data(), static_cast<int>(total)), 1);
+    EVP_CIPHER_CTX_free(ctx);
+  }
+  for (uint64_t first : {uint64_t{0}, uint64_t{1}, uint64_t{17}, uint64_t{1000}}) {
+    for (size_t n : {size_t{0}, size_t{4}, size_t{16}, size_t{255}, size_t{256}, size_t{257}, size_t{4096 + 20}, size_t{50000}}) {
+      Bytes got(n, 0xaa);
+      gcm_vaes::ctr_keystream(key.data(), iv.data(), first, got.data(), n);
+      ASSERT_EQ(got, Bytes(want.begin() + static_cast<std::ptrdiff_t>(16 * first),
+                           want.begin() + static_cast<std::ptrdiff_t>(16 * first + n)))
+          << "first block " << first << " bytes " << n;
+    }
+  }
+}
+
 // The public wrappers give the same bytes on both backends, and refuse tampering on both.
 TEST(GcmBackends, WrappersAgreeAndRefuseTampering) {
   std::mt19937 rng(3);

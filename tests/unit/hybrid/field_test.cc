@@ -2,6 +2,7 @@
 // exact loops (against accel::reference_linear, the accelerator's oracle), Freivalds checks and
 // the mask vault's refusals.
 #include <gtest/gtest.h>
+#include <openssl/evp.h>
 
 #include <random>
 #include <set>
@@ -146,6 +147,29 @@ TEST(HybridPadPrg, DeterministicDistinctAndInField) {
   PadPrg prg2(other);
   ASSERT_TRUE(prg2.generate(3, 10, b).ok());
   EXPECT_NE(a, b);
+}
+
+// The pad is AES-256-CTR of zeros under the key, IV layer || counter || 0, masked to 31 bits:
+// exactly OpenSSL's key stream, whichever AES implementation the CPU gets (a pad computed here
+// for W·r must equal the one the request draws, and stay the same across tenet builds).
+TEST(HybridPadPrg, IsTheAesCtrStreamMaskedTo31Bits) {
+  std::array<uint8_t, 32> key{};
+  for (size_t i = 0; i < key.size(); ++i) key[i] = static_cast<uint8_t>(7 * i + 3);
+  PadPrg prg(key);
+  for (size_t words : {size_t{1}, size_t{5}, size_t{4096}, size_t{4096 * 4 + 3}, size_t{100000}}) {
+    std::vector<uint32_t> pad(words);
+    ASSERT_TRUE(prg.generate(0x01020304u, 0x1122334455667788ull, pad).ok());
+    const uint8_t iv[16] = {1, 2, 3, 4, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0, 0, 0, 0};
+    std::vector<uint32_t> want(words);
+    EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+    int len = 0;
+    const std::vector<uint8_t> zeros(words * 4, 0);
+    ASSERT_EQ(EVP_EncryptInit_ex(ctx, EVP_aes_256_ctr(), nullptr, key.data(), iv), 1);
+    ASSERT_EQ(EVP_EncryptUpdate(ctx, reinterpret_cast<uint8_t*>(want.data()), &len, zeros.data(), static_cast<int>(zeros.size())), 1);
+    EVP_CIPHER_CTX_free(ctx);
+    for (uint32_t& v : want) v &= kP;
+    EXPECT_EQ(pad, want) << words << " words";
+  }
 }
 
 accel::LinearSpec random_conv(int64_t cout, int64_t cin, int64_t k, int64_t group, int64_t stride, int64_t pad, int64_t dil,
