@@ -98,7 +98,7 @@ void dot_mod_many(std::span<const uint32_t* const> a, const uint32_t* b, size_t 
   }
 }
 
-__attribute__((target_clones("avx2", "default"))) bool all_in_field(const uint32_t* y, size_t n) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) bool all_in_field(const uint32_t* y, size_t n) {
   // Any value >= p: bit 31 set, or exactly p = 2^31 - 1.
   uint32_t high = 0, equal = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -108,7 +108,7 @@ __attribute__((target_clones("avx2", "default"))) bool all_in_field(const uint32
   return (high >> 31) == 0 && equal == 0;
 }
 
-__attribute__((target_clones("avx2", "default"))) uint32_t max_abs_bits(const float* x, int64_t count) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) uint32_t max_abs_bits(const float* x, int64_t count) {
   // For non-negative IEEE floats the integer order is the float order; Inf and NaN (exponent
   // all ones) compare above every finite value.
   uint32_t m = 0;
@@ -120,7 +120,7 @@ __attribute__((target_clones("avx2", "default"))) uint32_t max_abs_bits(const fl
   return m;
 }
 
-__attribute__((target_clones("avx2", "default"))) void quantize_blind(const float* x, int64_t count, float inv_scale,
+__attribute__((target_clones("avx512f", "avx2", "default"))) void quantize_blind(const float* x, int64_t count, float inv_scale,
                                                                       const uint32_t* pad, uint32_t* dst) {
   for (int64_t i = 0; i < count; ++i) {
     const int32_t q = quantize_value(x[i] * inv_scale);

@@ -27,7 +27,7 @@ PadPrg::~PadPrg() {
 namespace {
 
 // Keeps the low 31 bits of each word (a uniform value in [0, p]); true when some word is p.
-__attribute__((target_clones("avx2", "default"))) bool mask_to_field(uint32_t* w, size_t n) {
+__attribute__((target_clones("avx512f", "avx2", "default"))) bool mask_to_field(uint32_t* w, size_t n) {
   uint32_t any_p = 0;
   for (size_t i = 0; i < n; ++i) {
     w[i] &= kP;
