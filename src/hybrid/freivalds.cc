@@ -76,11 +76,20 @@ Result<FreivaldsCheck> FreivaldsCheck::create(const accel::LinearSpec& spec, con
         }
       }
     }
+    const int64_t sh = spec.strides[0], sw = spec.strides[1], dh = spec.dilations[0], dw = spec.dilations[1];
+    const int64_t pt = spec.pads[0], pl = spec.pads[1];
+    c.channels_in_ = cin;
+    c.pointwise_ = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && spec.pads[2] == 0 && spec.pads[3] == 0 &&
+                   oh == ih && ow == iw;
+    if (c.pointwise_) {
+      // Z[n, ci, q] = ws[ci]·t[n, q]: keep ws only (freivalds.h).
+      rep.ws = std::move(ws);
+      c.reps_.push_back(std::move(rep));
+      continue;
+    }
     // Z[n, ci, y, x] = Σ over output positions (r, q) and taps (a, b) that read input (y, x) of
     // t[n, r, q]·ws[ci, a, b]: the same window walk as the convolution itself.
     rep.z.assign(static_cast<size_t>(n_count * cin * ih * iw), 0);
-    const int64_t sh = spec.strides[0], sw = spec.strides[1], dh = spec.dilations[0], dw = spec.dilations[1];
-    const int64_t pt = spec.pads[0], pl = spec.pads[1];
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t n = 0; n < n_count; ++n) {
       for (int64_t ci = 0; ci < cin; ++ci) {
@@ -133,16 +142,28 @@ int FreivaldsCheck::first_failure(std::span<const uint32_t> x, std::span<const u
         dot_mod_many(std::span(a, reps), y.data() + row * positions_, static_cast<size_t>(positions_), d);
         for (size_t r = 0; r < reps; ++r) part[r] += mul_mod(reps_[r].s[static_cast<size_t>(co)], d[r]);
       }
-      constexpr int64_t kChunk = 4096;
-      const auto count = static_cast<int64_t>(x.size());
-      const int64_t chunks = (count + kChunk - 1) / kChunk;
       uint64_t part_x[kMaxDots] = {};
+      if (pointwise_) {
+        // rhs_r = Σ_{n, ci} ws_r[ci]·(t_r[n] · x[n, ci]).
+        const int64_t planes = batch_ * channels_in_;
 #pragma omp for schedule(static) nowait
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t at = c * kChunk;
-        for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].z.data() + at;
-        dot_mod_many(std::span(a, reps), x.data() + at, static_cast<size_t>(std::min(kChunk, count - at)), d);
-        for (size_t r = 0; r < reps; ++r) part_x[r] += d[r];
+        for (int64_t plane = 0; plane < planes; ++plane) {
+          const int64_t n = plane / channels_in_, ci = plane % channels_in_;
+          for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].t.data() + n * positions_;
+          dot_mod_many(std::span(a, reps), x.data() + plane * positions_, static_cast<size_t>(positions_), d);
+          for (size_t r = 0; r < reps; ++r) part_x[r] += mul_mod(reps_[r].ws[static_cast<size_t>(ci)], d[r]);
+        }
+      } else {
+        constexpr int64_t kChunk = 4096;
+        const auto count = static_cast<int64_t>(x.size());
+        const int64_t chunks = (count + kChunk - 1) / kChunk;
+#pragma omp for schedule(static) nowait
+        for (int64_t c = 0; c < chunks; ++c) {
+          const int64_t at = c * kChunk;
+          for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].z.data() + at;
+          dot_mod_many(std::span(a, reps), x.data() + at, static_cast<size_t>(std::min(kChunk, count - at)), d);
+          for (size_t r = 0; r < reps; ++r) part_x[r] += d[r];
+        }
       }
 #pragma omp critical(tenet_freivalds_sum)
       for (size_t r = 0; r < reps; ++r) {
@@ -174,7 +195,7 @@ int FreivaldsCheck::first_failure(std::span<const uint32_t> x, std::span<const u
 
 size_t FreivaldsCheck::size_bytes() const {
   size_t n = 0;
-  for (const Rep& r : reps_) n += (r.s.size() + r.t.size() + r.z.size()) * sizeof(uint32_t);
+  for (const Rep& r : reps_) n += (r.s.size() + r.t.size() + r.z.size() + r.ws.size()) * sizeof(uint32_t);
   return n;
 }
 

@@ -9,6 +9,10 @@
 //     Check: Σ s_co t_{n,p} y'[n,co,p] == Σ Z[n,ci,q] x'[n,ci,q] (mod p).
 //   * MatMul (input [M, K], output [M, Nout]): s over outputs, z = s^T W. Check, per row m:
 //     Σ_o s_o y'[m,o] == Σ_k z_k x'[m,k] (mod p).
+//   * A pointwise conv (1x1 kernel, stride 1, no padding: most of a ResNet's) has
+//     Z[n,ci,q] = ws_ci·t_{n,q} with ws = s^T W, so Σ Z·x = Σ_{n,ci} ws_ci (t_n · x[n,ci]): only
+//     ws (Cin values) is kept, and the input is read once however many repetitions there are,
+//     instead of a Z as large as the input per repetition.
 // Cost per repetition: O(|x| + |y|) multiply-adds mod p, against O(|W|·positions) for the product.
 //
 // Soundness. Let E = y' - W·x' (mod p), the accelerator's error, fixed before it could learn
@@ -58,9 +62,12 @@ class FreivaldsCheck {
   struct Rep {
     std::vector<uint32_t> s;  // per output channel
     std::vector<uint32_t> t;  // conv: per output position (n, ho, wo)
-    std::vector<uint32_t> z;  // conv: input-shaped; matmul: [K]
+    std::vector<uint32_t> z;  // conv: input-shaped (empty for a pointwise conv); matmul: [K]
+    std::vector<uint32_t> ws;  // pointwise conv: s^T W per input channel
   };
   bool conv_ = false;
+  bool pointwise_ = false;  // conv with Z = ws ⊗ t (see above)
+  int64_t channels_in_ = 0;
   int64_t batch_ = 0, channels_out_ = 0, positions_ = 0, k_ = 0;
   std::vector<Rep> reps_;
 };

@@ -205,6 +205,12 @@ TEST(HybridExactLinear, MatchesTheAcceleratorsReference) {
   cases.push_back({random_conv(8, 8, 3, 2, 2, 1, 1, 2), {1, 8, 9, 8}});
   cases.push_back({random_conv(4, 4, 3, 4, 1, 2, 2, 3), {1, 4, 6, 6}});   // depthwise, dilated
   cases.push_back({random_conv(5, 3, 1, 1, 2, 0, 1, 4), {3, 3, 5, 5}});   // 1x1 strided
+  // Pointwise (1x1, stride 1, no padding): Freivalds keeps s^T W per input channel, not Z.
+  for (int64_t group : {1, 2}) {
+    accel::LinearSpec pw = random_conv(6, 4, 1, group, 1, 0, 1, 5);
+    pw.pads = {0, 0, 0, 0};
+    cases.push_back({pw, {2, 4, 5, 7}});
+  }
   accel::LinearSpec mm;
   mm.kind = accel::LinearSpec::Kind::kMatMul;
   mm.weight_shape = {7, 13};
