@@ -129,13 +129,36 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void quantize_blind
   }
 }
 
-__attribute__((target_clones("avx2", "default"))) void unblind_dequantize(const uint32_t* y, const uint32_t* u, int64_t count,
-                                                                          float scale, float bias, float* dst) {
+namespace {
+
+// One loop per epilogue, so that each vectorizes without a branch inside. Each step rounds as the
+// unfused sequence does (dequantize, store, add the residual, then Relu); the clones have no FMA,
+// so nothing is contracted.
+template <bool kSum, bool kRelu>
+inline void unblind_loop(const uint32_t* y, const uint32_t* u, int64_t count, float scale, float bias, const float* residual,
+                         float* dst) {
   for (int64_t i = 0; i < count; ++i) {
     const uint32_t v = sub_mod(y[i], u[i]);
     // Centred lift: v > p/2 stands for v - p.
     const int32_t s = v > kP / 2 ? static_cast<int32_t>(v - kP) : static_cast<int32_t>(v);
-    dst[i] = static_cast<float>(s) * scale + bias;
+    float d = static_cast<float>(s) * scale + bias;
+    if constexpr (kSum) d += residual[i];
+    if constexpr (kRelu) d = d > 0.f ? d : 0.f;
+    dst[i] = d;
+  }
+}
+
+}  // namespace
+
+__attribute__((target_clones("avx2", "default"))) void unblind_dequantize(const uint32_t* y, const uint32_t* u, int64_t count,
+                                                                          float scale, float bias, const float* residual, bool relu,
+                                                                          float* dst) {
+  if (residual != nullptr) {
+    relu ? unblind_loop<true, true>(y, u, count, scale, bias, residual, dst)
+         : unblind_loop<true, false>(y, u, count, scale, bias, residual, dst);
+  } else {
+    relu ? unblind_loop<false, true>(y, u, count, scale, bias, residual, dst)
+         : unblind_loop<false, false>(y, u, count, scale, bias, residual, dst);
   }
 }
 

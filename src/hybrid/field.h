@@ -66,10 +66,14 @@ inline int32_t quantize_value(float scaled) {
 // The request-path loops of an outsourced layer, branch-free and compiled for AVX2 too:
 //   max_abs_bits: the largest |x| as IEEE bits (>= 0x7f800000: some x is Inf or NaN);
 //   quantize_blind: dst_i = quantize_value(x_i · inv_scale) as a field element, + pad_i mod p;
-//   unblind_dequantize: dst_i = lift_centred(y_i - u_i mod p) · scale + bias.
+//   unblind_dequantize: dst_i = lift_centred(y_i - u_i mod p) · scale + bias (then, fused, the
+//   post-ops Sum and Relu).
 uint32_t max_abs_bits(const float* x, int64_t count);
 void quantize_blind(const float* x, int64_t count, float inv_scale, const uint32_t* pad, uint32_t* dst);
-void unblind_dequantize(const uint32_t* y, const uint32_t* u, int64_t count, float scale, float bias, float* dst);
+// With `residual`, dst_i += residual_i after dequantizing; with `relu`, then max(dst_i, 0): a
+// node's Sum and Relu post-ops in the same pass, rounded as ops::apply_post_ops would.
+void unblind_dequantize(const uint32_t* y, const uint32_t* u, int64_t count, float scale, float bias, const float* residual, bool relu,
+                        float* dst);
 
 // Per-tensor symmetric 8-bit quantization: q = quantize_value(x / scale) with
 // scale = max|x| / 127 (1 when x is all zeros). Non-finite inputs are rejected by the caller.

@@ -226,8 +226,16 @@ class OutsourcedKernel final : public cpu::Kernel {
     }
     counters.unblind_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
 
-    // 5b-6. Subtract W·r, lift, dequantize, add the bias (one pass), then the post-ops.
+    // 5b-6. Subtract W·r, lift, dequantize, add the bias, and the post-ops Sum and Relu (one pass);
+    // any other post-ops after it.
     t0 = Clock::now();
+    using PostKind = ir::PostOp::Kind;
+    const auto& post = L.post_ops;
+    const bool fused_sum = !post.empty() && post[0].kind == PostKind::kSum && residual_ != nullptr;
+    const size_t after_sum = fused_sum ? 1 : 0;
+    const bool fused_relu = post.size() > after_sum && post[after_sum].kind == PostKind::kRelu;
+    const size_t fused = after_sum + (fused_relu ? 1 : 0);
+    const float* residual = fused_sum ? residual_ : nullptr;
     // dst is [rows, channels, inner]: conv [N, Cout, Ho·Wo], matmul [M, Nout, 1].
     const int64_t channels = L.dst_shape[1];
     const int64_t inner = L.spec.kind == accel::LinearSpec::Kind::kConv2d ? L.positions : 1;
@@ -238,10 +246,13 @@ class OutsourcedKernel final : public cpu::Kernel {
         const float scale = x_scale * L.weight_scales[static_cast<size_t>(ch)];
         const float bias = L.bias.empty() ? 0.f : L.bias[static_cast<size_t>(ch)];
         const size_t base = static_cast<size_t>((r * channels + ch) * inner);
-        unblind_dequantize(result_.data() + base, unblind_.data() + base, inner, scale, bias, dst_ + base);
+        unblind_dequantize(result_.data() + base, unblind_.data() + base, inner, scale, bias,
+                           residual == nullptr ? nullptr : residual + base, fused_relu, dst_ + base);
       }
     }
-    if (!L.post_ops.empty()) ops::apply_post_ops(L.post_ops, dst_, static_cast<int64_t>(dst_count), residual_);
+    if (post.size() > fused) {
+      ops::apply_post_ops(std::span(post).subspan(fused), dst_, static_cast<int64_t>(dst_count), residual_);
+    }
     counters.dequantize_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
     return ok_status();
   }
