@@ -14,8 +14,13 @@ For every model and size it runs `tenet run` four ways and prints images per sec
 Unblinding terms are precomputed before the timed runs (`precompute_ms` is reported, not timed),
 as Slalom does. The platform is sim (INSECURE): no hardware enclave, no EPC paging here.
 
+Both modes get the same cores: hybrid keeps --pipeline requests in flight with --threads enclave
+threads each (the accelerator's products run on the requesting threads), tee runs one request on
+threads x pipeline threads (--tee-threads to choose otherwise). Throughput is images per second.
+
   .venv/bin/python bench/bench_hybrid.py [--models resnet18,resnet50] [--sizes 32,224]
-      [--accelerator cpu] [--runs N] [--warmup N] [--threads N] [--pipeline N] [--json FILE]
+      [--accelerator cpu] [--runs N] [--warmup N] [--threads N] [--pipeline N] [--tee-threads N]
+      [--json FILE]
 
 Models come from tests/models/export_models.py (224x224: the shared cache .cache/models; 32x32:
 the same random-weight torchvision models exported at 32x32 into .cache/models/hybrid/).
@@ -63,9 +68,9 @@ def model_path(name: str, side: int) -> Path:
     return dst
 
 
-def run_tenet(tenet: Path, model: Path, x: Path, out_dir: Path, extra: list[str], args) -> dict:
+def run_tenet(tenet: Path, model: Path, x: Path, out_dir: Path, extra: list[str], args, threads: int | None = None) -> dict:
     cmd = [str(tenet), "run", str(model), "--input", f"input={x}", "--output-dir", str(out_dir), "--quiet",
-           "--bench", str(args.runs), "--warmup", str(args.warmup), "--threads", str(args.threads)] + extra
+           "--bench", str(args.runs), "--warmup", str(args.warmup), "--threads", str(threads or args.threads)] + extra
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
@@ -81,17 +86,24 @@ def main() -> int:
     ap.add_argument("--accelerator", default="cpu")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=1, help="threads of every mode (default 1: the cores here are shared)")
-    ap.add_argument("--pipeline", type=int, default=1, help="hybrid requests in flight")
+    ap.add_argument("--threads", type=int, default=1, help="enclave threads per hybrid request (default 1)")
+    ap.add_argument("--pipeline", type=int, default=min(2, os.cpu_count() or 1),
+                    help="hybrid requests in flight (default: 2, or 1 on one core)")
+    ap.add_argument("--tee-threads", type=int, default=None,
+                    help="threads of tee mode (default threads x pipeline: the cores the hybrid requests occupy)")
     ap.add_argument("--tenet", default=None)
     ap.add_argument("--json", default=None, help="also write every run's JSON here")
     args = ap.parse_args()
     import numpy as np
 
     tenet = tenet_binary(args.tenet)
+    tee_threads = args.tee_threads or args.threads * args.pipeline
     print(f"bench_hybrid: platform sim (INSECURE), accelerator {args.accelerator}, {os.cpu_count()} CPU cores, "
-          f"tenet {tenet}, runs {args.runs} (+{args.warmup} warm-up), pipeline {args.pipeline}, "
+          f"tenet {tenet}, runs {args.runs} (+{args.warmup} warm-up), hybrid: {args.pipeline} request(s) in flight x "
+          f"{args.threads} thread(s), tee: {tee_threads} thread(s), "
           f"load average {os.getloadavg()[0]:.1f} (other processes share these cores)")
+    print("Both modes get the same cores: tee runs one request on all of them, hybrid keeps `pipeline` requests in flight "
+          "(one's enclave work overlapping another's accelerator products; on a CPU accelerator both share the cores).")
     print("tee = plain engine (enclave-only mode; the sim enclave is this process); plain-accel = linear layers on the "
           "accelerator unblinded and unverified (INSECURE baseline); hybrid = blinded; +verify = blinded + Freivalds 40 bits")
     header = (f"{'model':<10} {'input':>9} {'batch':>5} | {'tee':>8} {'plain-acc':>9} {'hybrid':>8} {'+verify':>8} | "
@@ -110,7 +122,7 @@ def main() -> int:
                 np.save(x, rng.standard_normal((batch, 3, side, side)).astype(np.float32))
                 hybrid = ["--mode", "hybrid", "--accelerator", args.accelerator, "--pipeline", str(args.pipeline)]
                 runs = {
-                    "tee": run_tenet(tenet, model, x, tmp / "tee", [], args),
+                    "tee": run_tenet(tenet, model, x, tmp / "tee", [], args, threads=tee_threads),
                     "plain": run_tenet(tenet, model, x, tmp / "plain", hybrid + ["--insecure-plain-accelerator"], args),
                     "hybrid": run_tenet(tenet, model, x, tmp / "hybrid", hybrid + ["--no-verify"], args),
                     "verify": run_tenet(tenet, model, x, tmp / "verify", hybrid, args),
