@@ -79,8 +79,23 @@ Result<FreivaldsCheck> FreivaldsCheck::create(const accel::LinearSpec& spec, con
     const int64_t sh = spec.strides[0], sw = spec.strides[1], dh = spec.dilations[0], dw = spec.dilations[1];
     const int64_t pt = spec.pads[0], pl = spec.pads[1];
     c.channels_in_ = cin;
-    c.pointwise_ = kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && spec.pads[2] == 0 && spec.pads[3] == 0 &&
-                   oh == ih && ow == iw;
+    // Small planes (CIFAR-sized layers, a ResNet's last stages): per-row dots of a few elements
+    // cost more in calls than in arithmetic, so the output side keeps s ⊗ t whole and the input
+    // side the whole Z: each check is then two long dots (freivalds.h).
+    c.small_planes_ = c.positions_ < kSmallPlane;
+    if (c.small_planes_) {
+      rep.st.resize(static_cast<size_t>(n_count * w[0] * c.positions_));
+      for (int64_t n = 0; n < n_count; ++n) {
+        for (int64_t co = 0; co < w[0]; ++co) {
+          for (int64_t q = 0; q < c.positions_; ++q) {
+            rep.st[static_cast<size_t>((n * w[0] + co) * c.positions_ + q)] =
+                mul_mod(rep.s[static_cast<size_t>(co)], rep.t[static_cast<size_t>(n * c.positions_ + q)]);
+          }
+        }
+      }
+    }
+    c.pointwise_ = !c.small_planes_ && kh == 1 && kw == 1 && sh == 1 && sw == 1 && pt == 0 && pl == 0 && spec.pads[2] == 0 &&
+                   spec.pads[3] == 0 && oh == ih && ow == iw;
     if (c.pointwise_) {
       // Z[n, ci, q] = ws[ci]·t[n, q]: keep ws only (freivalds.h).
       rep.ws = std::move(ws);
@@ -130,17 +145,30 @@ int FreivaldsCheck::first_failure(std::span<const uint32_t> x, std::span<const u
   if (conv_) {
     // lhs_r = Σ_{n, co} s_r[co]·(t_r[n] · y[n, co]); rhs_r = z_r · x.
     const int64_t rows = batch_ * channels_out_;
+    constexpr int64_t kChunk = 4096;
 #pragma omp parallel if (rows * positions_ > kParallel)
     {
       uint64_t part[kMaxDots] = {};
       const uint32_t* a[kMaxDots];
       uint32_t d[kMaxDots];
+      if (small_planes_) {
+        const auto count = static_cast<int64_t>(y.size());
+        const int64_t chunks = (count + kChunk - 1) / kChunk;
 #pragma omp for schedule(static) nowait
-      for (int64_t row = 0; row < rows; ++row) {
-        const int64_t n = row / channels_out_, co = row % channels_out_;
-        for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].t.data() + n * positions_;
-        dot_mod_many(std::span(a, reps), y.data() + row * positions_, static_cast<size_t>(positions_), d);
-        for (size_t r = 0; r < reps; ++r) part[r] += mul_mod(reps_[r].s[static_cast<size_t>(co)], d[r]);
+        for (int64_t c = 0; c < chunks; ++c) {
+          const int64_t at = c * kChunk;
+          for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].st.data() + at;
+          dot_mod_many(std::span(a, reps), y.data() + at, static_cast<size_t>(std::min(kChunk, count - at)), d);
+          for (size_t r = 0; r < reps; ++r) part[r] += d[r];
+        }
+      } else {
+#pragma omp for schedule(static) nowait
+        for (int64_t row = 0; row < rows; ++row) {
+          const int64_t n = row / channels_out_, co = row % channels_out_;
+          for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].t.data() + n * positions_;
+          dot_mod_many(std::span(a, reps), y.data() + row * positions_, static_cast<size_t>(positions_), d);
+          for (size_t r = 0; r < reps; ++r) part[r] += mul_mod(reps_[r].s[static_cast<size_t>(co)], d[r]);
+        }
       }
       uint64_t part_x[kMaxDots] = {};
       if (pointwise_) {
@@ -154,7 +182,6 @@ int FreivaldsCheck::first_failure(std::span<const uint32_t> x, std::span<const u
           for (size_t r = 0; r < reps; ++r) part_x[r] += mul_mod(reps_[r].ws[static_cast<size_t>(ci)], d[r]);
         }
       } else {
-        constexpr int64_t kChunk = 4096;
         const auto count = static_cast<int64_t>(x.size());
         const int64_t chunks = (count + kChunk - 1) / kChunk;
 #pragma omp for schedule(static) nowait
@@ -195,7 +222,7 @@ int FreivaldsCheck::first_failure(std::span<const uint32_t> x, std::span<const u
 
 size_t FreivaldsCheck::size_bytes() const {
   size_t n = 0;
-  for (const Rep& r : reps_) n += (r.s.size() + r.t.size() + r.z.size() + r.ws.size()) * sizeof(uint32_t);
+  for (const Rep& r : reps_) n += (r.s.size() + r.t.size() + r.z.size() + r.ws.size() + r.st.size()) * sizeof(uint32_t);
   return n;
 }
 

@@ -13,6 +13,8 @@
 //     Z[n,ci,q] = ws_ci·t_{n,q} with ws = s^T W, so Σ Z·x = Σ_{n,ci} ws_ci (t_n · x[n,ci]): only
 //     ws (Cin values) is kept, and the input is read once however many repetitions there are,
 //     instead of a Z as large as the input per repetition.
+//   * A conv whose output planes are small (fewer than 64 positions) keeps s ⊗ t whole, shaped
+//     like the output, so that the left side is one long dot with y' (and uses the whole Z).
 // Cost per repetition: O(|x| + |y|) multiply-adds mod p, against O(|W|·positions) for the product.
 //
 // Soundness. Let E = y' - W·x' (mod p), the accelerator's error, fixed before it could learn
@@ -64,9 +66,12 @@ class FreivaldsCheck {
     std::vector<uint32_t> t;  // conv: per output position (n, ho, wo)
     std::vector<uint32_t> z;  // conv: input-shaped (empty for a pointwise conv); matmul: [K]
     std::vector<uint32_t> ws;  // pointwise conv: s^T W per input channel
+    std::vector<uint32_t> st;  // conv with small planes: s ⊗ t, output-shaped
   };
+  static constexpr int64_t kSmallPlane = 64;  // output positions per (image, channel)
   bool conv_ = false;
-  bool pointwise_ = false;  // conv with Z = ws ⊗ t (see above)
+  bool pointwise_ = false;     // conv with Z = ws ⊗ t (see above)
+  bool small_planes_ = false;  // conv with positions_ < kSmallPlane: s ⊗ t kept whole
   int64_t channels_in_ = 0;
   int64_t batch_ = 0, channels_out_ = 0, positions_ = 0, k_ = 0;
   std::vector<Rep> reps_;

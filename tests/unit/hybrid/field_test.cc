@@ -210,7 +210,9 @@ TEST(HybridExactLinear, MatchesTheAcceleratorsReference) {
     accel::LinearSpec pw = random_conv(6, 4, 1, group, 1, 0, 1, 5);
     pw.pads = {0, 0, 0, 0};
     cases.push_back({pw, {2, 4, 5, 7}});
+    cases.push_back({pw, {2, 4, 9, 9}});  // 81 positions: per-row dots (the others: small planes)
   }
+  cases.push_back({random_conv(6, 4, 3, 1, 1, 1, 1, 6), {1, 4, 10, 10}});  // 3x3, 110 positions
   accel::LinearSpec mm;
   mm.kind = accel::LinearSpec::Kind::kMatMul;
   mm.weight_shape = {7, 13};
