@@ -113,15 +113,12 @@ class OutsourcedKernel final : public cpu::Kernel {
     return ok_status();
   }
 
-  Status execute(dnnl::stream&) override {
-    Status s = run_once();
-    // Nothing secret of this request stays in the kernel's buffers: the pad r and W·r (which with
-    // the accelerator's W·(x + r) would give W·x). blinded_ and result_ hold what the accelerator
-    // saw and returned: nothing it does not know.
-    crypto::secure_wipe(pad_);
-    crypto::secure_wipe(unblind_);
-    return s;
-  }
+  // The secrets of a request in the kernel's buffers, the pad r and W·r (which with the
+  // accelerator's W·(x + r) would give W·x), live in the instance's scratchpad, which
+  // HybridModel::run wipes after every request together with the activations (one wipe of the
+  // largest layer's buffers instead of one per layer). blinded_ and result_ hold what the
+  // accelerator saw and returned.
+  Status execute(dnnl::stream&) override { return run_once(); }
 
  private:
   Status fail_layer(Status s) const {
