@@ -143,54 +143,48 @@ int FreivaldsCheck::first_failure(std::span<const uint32_t> x, std::span<const u
   constexpr int64_t kParallel = int64_t{1} << 15;
   uint64_t lhs[kMaxDots] = {}, rhs[kMaxDots] = {};
   if (conv_) {
-    // lhs_r = Σ_{n, co} s_r[co]·(t_r[n] · y[n, co]); rhs_r = z_r · x.
+    // lhs_r = Σ_{n, co} s_r[co]·(t_r[n] · y[n, co]) (or st_r · y); rhs_r = z_r · x (or, pointwise,
+    // Σ_{n, ci} ws_r[ci]·(t_r[n] · x[n, ci])).
     const int64_t rows = batch_ * channels_out_;
-    constexpr int64_t kChunk = 4096;
-#pragma omp parallel if (rows * positions_ > kParallel)
-    {
-      uint64_t part[kMaxDots] = {};
+    // This thread's share (inside the parallel region) of Σ_r-wise vec_r · data, in chunks.
+    auto whole = [&](std::vector<uint32_t> Rep::*vec, std::span<const uint32_t> data, uint64_t* part) {
+      constexpr int64_t kChunk = 4096;
+      const auto count = static_cast<int64_t>(data.size());
+      const int64_t chunks = (count + kChunk - 1) / kChunk;
       const uint32_t* a[kMaxDots];
       uint32_t d[kMaxDots];
-      if (small_planes_) {
-        const auto count = static_cast<int64_t>(y.size());
-        const int64_t chunks = (count + kChunk - 1) / kChunk;
 #pragma omp for schedule(static) nowait
-        for (int64_t c = 0; c < chunks; ++c) {
-          const int64_t at = c * kChunk;
-          for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].st.data() + at;
-          dot_mod_many(std::span(a, reps), y.data() + at, static_cast<size_t>(std::min(kChunk, count - at)), d);
-          for (size_t r = 0; r < reps; ++r) part[r] += d[r];
-        }
-      } else {
-#pragma omp for schedule(static) nowait
-        for (int64_t row = 0; row < rows; ++row) {
-          const int64_t n = row / channels_out_, co = row % channels_out_;
-          for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].t.data() + n * positions_;
-          dot_mod_many(std::span(a, reps), y.data() + row * positions_, static_cast<size_t>(positions_), d);
-          for (size_t r = 0; r < reps; ++r) part[r] += mul_mod(reps_[r].s[static_cast<size_t>(co)], d[r]);
-        }
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t at = c * kChunk;
+        for (size_t r = 0; r < reps; ++r) a[r] = (reps_[r].*vec).data() + at;
+        dot_mod_many(std::span(a, reps), data.data() + at, static_cast<size_t>(std::min(kChunk, count - at)), d);
+        for (size_t r = 0; r < reps; ++r) part[r] += d[r];
       }
-      uint64_t part_x[kMaxDots] = {};
-      if (pointwise_) {
-        // rhs_r = Σ_{n, ci} ws_r[ci]·(t_r[n] · x[n, ci]).
-        const int64_t planes = batch_ * channels_in_;
+    };
+    // This thread's share of Σ_{n, c} weight_r[c]·(t_r[n] · data[n, c]) over planes of positions_.
+    auto per_plane = [&](std::vector<uint32_t> Rep::*weight, int64_t channels, std::span<const uint32_t> data, uint64_t* part) {
+      const uint32_t* a[kMaxDots];
+      uint32_t d[kMaxDots];
 #pragma omp for schedule(static) nowait
-        for (int64_t plane = 0; plane < planes; ++plane) {
-          const int64_t n = plane / channels_in_, ci = plane % channels_in_;
-          for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].t.data() + n * positions_;
-          dot_mod_many(std::span(a, reps), x.data() + plane * positions_, static_cast<size_t>(positions_), d);
-          for (size_t r = 0; r < reps; ++r) part_x[r] += mul_mod(reps_[r].ws[static_cast<size_t>(ci)], d[r]);
-        }
+      for (int64_t plane = 0; plane < batch_ * channels; ++plane) {
+        const int64_t n = plane / channels, c = plane % channels;
+        for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].t.data() + n * positions_;
+        dot_mod_many(std::span(a, reps), data.data() + plane * positions_, static_cast<size_t>(positions_), d);
+        for (size_t r = 0; r < reps; ++r) part[r] += mul_mod((reps_[r].*weight)[static_cast<size_t>(c)], d[r]);
+      }
+    };
+#pragma omp parallel if (rows * positions_ > kParallel)
+    {
+      uint64_t part[kMaxDots] = {}, part_x[kMaxDots] = {};
+      if (small_planes_) {
+        whole(&Rep::st, y, part);
       } else {
-        const auto count = static_cast<int64_t>(x.size());
-        const int64_t chunks = (count + kChunk - 1) / kChunk;
-#pragma omp for schedule(static) nowait
-        for (int64_t c = 0; c < chunks; ++c) {
-          const int64_t at = c * kChunk;
-          for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].z.data() + at;
-          dot_mod_many(std::span(a, reps), x.data() + at, static_cast<size_t>(std::min(kChunk, count - at)), d);
-          for (size_t r = 0; r < reps; ++r) part_x[r] += d[r];
-        }
+        per_plane(&Rep::s, channels_out_, y, part);
+      }
+      if (pointwise_) {
+        per_plane(&Rep::ws, channels_in_, x, part_x);
+      } else {
+        whole(&Rep::z, x, part_x);
       }
 #pragma omp critical(tenet_freivalds_sum)
       for (size_t r = 0; r < reps; ++r) {
