@@ -76,6 +76,10 @@ class Accelerator {
   virtual Status run(int32_t layer, const Shape& input_shape, std::span<const uint32_t> x, std::span<uint32_t> y) = 0;
 };
 
+// True when every element of v is a field element (< p): one vectorized scan, for the
+// accelerator's inputs (check_run_arguments) and the enclave's check of its results.
+bool all_field_elements(std::span<const uint32_t> v);
+
 // Checks one run's arguments against a validated spec: the input shape fits it, x has
 // numel(input_shape) and y numel(output) elements, and every x is a field element (< p).
 // Every backend (and the remote server) calls it before touching the data.

@@ -148,6 +148,8 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) uint32_t max_elemen
 
 }  // namespace
 
+bool all_field_elements(std::span<const uint32_t> v) { return max_element_u32(v.data(), v.size()) < kFieldPrime; }
+
 Status check_run_arguments(const LinearSpec& spec, const Shape& input_shape, std::span<const uint32_t> x,
                            std::span<const uint32_t> y) {
   TENET_ASSIGN_OR_RETURN(Shape out, output_shape(spec, input_shape));
@@ -160,7 +162,7 @@ Status check_run_arguments(const LinearSpec& spec, const Shape& input_shape, std
                             y.size(), shape_to_string(out), numel(out));
   }
   // Branch-free scan (vectorizes); the index is only searched for on failure.
-  if (max_element_u32(x.data(), x.size()) >= kFieldPrime) {
+  if (!all_field_elements(x)) {
     const auto bad = std::find_if(x.begin(), x.end(), [](uint32_t v) { return v >= kFieldPrime; });
     return invalid_argument("{}: input value {} at index {} is not a field element (>= 2^31-1)", kind_name(spec.kind),
                             *bad, bad - x.begin());

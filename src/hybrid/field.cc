@@ -98,16 +98,6 @@ void dot_mod_many(std::span<const uint32_t* const> a, const uint32_t* b, size_t 
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"))) bool all_in_field(const uint32_t* y, size_t n) {
-  // Any value >= p: bit 31 set, or exactly p = 2^31 - 1.
-  uint32_t high = 0, equal = 0;
-  for (size_t i = 0; i < n; ++i) {
-    high |= y[i];
-    equal |= static_cast<uint32_t>(y[i] == kP);
-  }
-  return (high >> 31) == 0 && equal == 0;
-}
-
 __attribute__((target_clones("avx512f", "avx2", "default"))) uint32_t max_abs_bits(const float* x, int64_t count) {
   // For non-negative IEEE floats the integer order is the float order; Inf and NaN (exponent
   // all ones) compare above every finite value.

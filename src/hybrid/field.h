@@ -53,9 +53,6 @@ uint32_t dot_mod(std::span<const uint32_t> a, std::span<const uint32_t> b);
 inline constexpr size_t kMaxDots = 8;
 void dot_mod_many(std::span<const uint32_t* const> a, const uint32_t* b, size_t n, uint32_t* out);
 
-// True when every y_i is a field element (< p); branch-free, vectorized.
-bool all_in_field(const uint32_t* y, size_t n);
-
 // One value already divided by its scale: clamped to [-127, 127], rounded half away from zero
 // (branch-free, so the activation loops vectorize). Finite input only.
 inline int32_t quantize_value(float scaled) {

@@ -186,7 +186,7 @@ class OutsourcedKernel final : public cpu::Kernel {
     // 4. Well-formed, then Freivalds.
     t0 = Clock::now();
     {
-      if (!all_in_field(result_.data(), dst_count)) {
+      if (!accel::all_field_elements(result_)) {
         (void)vault.retire(L.index, *counter);
         counters.verification_failures.fetch_add(1, std::memory_order_relaxed);
         return fail_layer(data_loss("the accelerator returned values outside Z_p; the request is refused"));

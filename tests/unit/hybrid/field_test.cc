@@ -80,15 +80,15 @@ TEST(HybridField, DotManyMatchesExactSums) {
   }
 }
 
-TEST(HybridField, AllInField) {
+TEST(HybridField, AllFieldElements) {
   std::vector<uint32_t> y(100, kP - 1);
-  EXPECT_TRUE(all_in_field(y.data(), y.size()));
-  EXPECT_TRUE(all_in_field(y.data(), 0));
+  EXPECT_TRUE(accel::all_field_elements(y));
+  EXPECT_TRUE(accel::all_field_elements(std::span(y).first(0)));
   for (uint32_t bad : {kP, kP + 1, uint32_t{1} << 31, ~uint32_t{0}}) {
     for (size_t at : {size_t{0}, size_t{37}, size_t{99}}) {
       std::vector<uint32_t> z = y;
       z[at] = bad;
-      EXPECT_FALSE(all_in_field(z.data(), z.size())) << bad << " at " << at;
+      EXPECT_FALSE(accel::all_field_elements(z)) << bad << " at " << at;
     }
   }
 }
