@@ -10,25 +10,11 @@
 
 namespace tenet::hybrid {
 
-// Each product p < 2^62 is folded once to (p & kP) + (p >> 31) ≡ p (mod p), which is < 2^32, so
-// a uint64 sum of up to 2^32 folded terms cannot overflow. The loop body is branch-free and
-// vectorizes (vpmuludq on AVX2; the default clone for older CPUs).
-__attribute__((target_clones("avx2", "default"))) uint32_t dot_mod(std::span<const uint32_t> a, std::span<const uint32_t> b) {
-  const size_t n = std::min(a.size(), b.size());
-  const uint32_t* pa = a.data();
-  const uint32_t* pb = b.data();
-  uint64_t acc = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const uint64_t p = uint64_t{pa[i]} * pb[i];
-    acc += (p & kP) + (p >> 31);
-  }
-  return reduce64(acc);
-}
-
 namespace {
 
-// The same sums as dot_mod, one accumulator per row of `a`: each product p < 2^62 folded to
-// (p & kP) + (p >> 31) < 2^32, summed in uint64.
+// One accumulator per row of `a`: each product p < 2^62 is folded once to
+// (p & kP) + (p >> 31) ≡ p (mod p), which is < 2^32, so a uint64 sum of up to 2^32 folded terms
+// cannot overflow.
 void dot_mod_many_portable(std::span<const uint32_t* const> a, const uint32_t* b, size_t n, uint32_t* out) {
   uint64_t acc[kMaxDots] = {};
   for (size_t i = 0; i < n; ++i) {

@@ -45,9 +45,6 @@ inline uint32_t from_signed(int64_t v) {
 // The representative of a in (-p/2, p/2).
 inline int64_t lift_centred(uint32_t a) { return a > kP / 2 ? static_cast<int64_t>(a) - kP : static_cast<int64_t>(a); }
 
-// Σ a_i·b_i mod p, for spans of fewer than 2^32 elements.
-uint32_t dot_mod(std::span<const uint32_t> a, std::span<const uint32_t> b);
-
 // out[r] = Σ_i a[r][i]·b[i] mod p for r < a.size() (at most kMaxDots), b read once: several
 // Freivalds repetitions over one result or input in one pass. n < 2^32; AVX-512 where the CPU has it.
 inline constexpr size_t kMaxDots = 8;
