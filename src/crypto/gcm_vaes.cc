@@ -206,6 +206,27 @@ TENET_VAES inline __m128i ghash16(__m128i y, const __m512i text[4], const __m512
   return reduce(l, h);
 }
 
+// Counter mode on sixteen blocks per step (GCM's and plain CTR's): counter blocks are kept
+// byte-reflected, four per register, so that the big-endian 32-bit counter is dword 0 of each
+// lane and inc32 is a 32-bit add that wraps mod 2^32 without touching the IV (SP 800-38D).
+TENET_VAES inline __m512i counters4(__m128i first) {
+  return _mm512_add_epi32(_mm512_broadcast_i32x4(first), _mm512_set_epi32(0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0));
+}
+// The next sixteen counter blocks whitened with round key 0 into ks; ctr4 advances by sixteen.
+TENET_VAES inline void whitened_counters16(__m512i& ctr4, const __m512i rk0, __m512i ks[4]) {
+  const __m512i four = _mm512_broadcast_i32x4(_mm_set_epi32(0, 0, 0, 4));
+  for (int j = 0; j < 4; ++j) {
+    ks[j] = _mm512_xor_si512(bswap512(ctr4), rk0);
+    ctr4 = _mm512_add_epi32(ctr4, four);
+  }
+}
+// Rounds 1 .. kRounds-1 on sixteen blocks (the last round is the caller's, fused with its XOR).
+template <int kRounds>
+TENET_VAES inline void middle_rounds16(__m512i ks[4], const __m512i rk[15]) {
+  for (int r = 1; r < kRounds; ++r)
+    for (int j = 0; j < 4; ++j) ks[j] = _mm512_aesenc_epi128(ks[j], rk[r]);
+}
+
 // kRounds is a template parameter so that the round loop is fully unrolled with the round keys in
 // registers (10 for AES-128, 14 for AES-256).
 template <bool kEncrypt, int kRounds>
@@ -216,11 +237,7 @@ TENET_VAES void crypt_impl(Context::State& st, const uint8_t* in, uint8_t* out, 
   const __m512i hp[4] = {_mm512_load_si512(st.h_powers[0]), _mm512_load_si512(st.h_powers[4]), _mm512_load_si512(st.h_powers[8]),
                          _mm512_load_si512(st.h_powers[12])};
   __m128i y = _mm_load_si128(as<__m128i>(st.ghash));
-  // Counter blocks are kept byte-reflected, so inc32 is a 32-bit add in dword 0 of each lane (and
-  // wraps mod 2^32 without touching the IV, as SP 800-38D requires).
-  __m512i ctr4 = _mm512_add_epi32(_mm512_broadcast_i32x4(_mm_load_si128(as<__m128i>(st.counter))),
-                                  _mm512_set_epi32(0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0));
-  const __m512i four = _mm512_broadcast_i32x4(_mm_set_epi32(0, 0, 0, 4));
+  __m512i ctr4 = counters4(_mm_load_si128(as<__m128i>(st.counter)));
 
   for (; n >= 256; n -= 256, in += 256, out += 256) {
     __m512i text[4], ks[4];
@@ -232,13 +249,11 @@ TENET_VAES void crypt_impl(Context::State& st, const uint8_t* in, uint8_t* out, 
       // so the compiler may not load `in` again (a rewrite of untrusted memory between the two
       // would otherwise authenticate one text and decrypt another). Spills go to the stack.
       asm("" : "+v"(text[j]));
-      ks[j] = _mm512_xor_si512(bswap512(ctr4), rk[0]);
-      ctr4 = _mm512_add_epi32(ctr4, four);
     }
+    whitened_counters16(ctr4, rk[0], ks);
     // Decrypting, GHASH reads the input and overlaps the AES rounds; encrypting, it reads the output.
     if constexpr (!kEncrypt) y = ghash16(y, text, hp);
-    for (int r = 1; r < kRounds; ++r)
-      for (int j = 0; j < 4; ++j) ks[j] = _mm512_aesenc_epi128(ks[j], rk[r]);
+    middle_rounds16<kRounds>(ks, rk);
     __m512i res[4];
     for (int j = 0; j < 4; ++j) {
       res[j] = _mm512_xor_si512(_mm512_aesenclast_epi128(ks[j], rk[kRounds]), text[j]);
@@ -288,19 +303,13 @@ TENET_VAES void ctr_impl(const uint8_t key[32], const uint8_t iv[16], uint64_t f
   expand_key256(key, rk1);
   __m512i rk[15];
   for (int r = 0; r < 15; ++r) rk[r] = _mm512_broadcast_i32x4(rk1[r]);
-  // Byte-reflected counter blocks, so that the big-endian 32-bit counter is dword 0 of each lane.
   const __m128i start = _mm_add_epi32(bswap128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(iv))),
                                       _mm_set_epi32(0, 0, 0, static_cast<int>(static_cast<uint32_t>(first_block))));
-  __m512i ctr4 = _mm512_add_epi32(_mm512_broadcast_i32x4(start), _mm512_set_epi32(0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0));
-  const __m512i four = _mm512_broadcast_i32x4(_mm_set_epi32(0, 0, 0, 4));
+  __m512i ctr4 = counters4(start);
   for (; n >= 256; n -= 256, out += 256) {
     __m512i ks[4];
-    for (int j = 0; j < 4; ++j) {
-      ks[j] = _mm512_xor_si512(bswap512(ctr4), rk[0]);
-      ctr4 = _mm512_add_epi32(ctr4, four);
-    }
-    for (int r = 1; r < 14; ++r)
-      for (int j = 0; j < 4; ++j) ks[j] = _mm512_aesenc_epi128(ks[j], rk[r]);
+    whitened_counters16(ctr4, rk[0], ks);
+    middle_rounds16<14>(ks, rk);
     for (int j = 0; j < 4; ++j) _mm512_storeu_si512(out + 64 * j, _mm512_aesenclast_epi128(ks[j], rk[14]));
   }
   __m128i ctr = _mm512_castsi512_si128(ctr4);
