@@ -19,6 +19,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -51,6 +52,13 @@ struct LinearSpec {
 Result<Shape> output_shape(const LinearSpec& spec, const Shape& input_shape);
 // Checks a spec (shapes, weight count and range, K small enough for exactness).
 Status validate(const LinearSpec& spec);
+
+// Kernel taps that meet only zero padding for inputs of this height and width contribute nothing
+// (a 3x3 convolution with padding 1 on a 1x1 input uses its centre tap alone; ResNet's last stage
+// at CIFAR sizes): returns the same layer without those kernel rows and columns, its padding
+// shrunk to match, which gives the same output for that input shape with up to 9x less work.
+// nullopt when no tap is dead, or the spec or shape is invalid.
+std::optional<LinearSpec> crop_dead_taps(const LinearSpec& spec, const Shape& input_shape);
 
 // Limits every backend enforces (so that all of them accept exactly the same layers), and the
 // remote protocol enforces on every frame.

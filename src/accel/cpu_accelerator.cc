@@ -450,6 +450,11 @@ struct Layer {
   LinearSpec spec;
   std::string direct_impl;
   mutable ConvCache cache;
+  // A convolution's runs on inputs whose size leaves some kernel taps in padding only go to the
+  // layer without them (crop_dead_taps), built on first use: per input height and width, that
+  // layer, or null when every tap is live.
+  mutable std::mutex cropped_mu;
+  mutable std::map<std::pair<int64_t, int64_t>, std::shared_ptr<const Layer>> cropped;
 };
 
 // How the direct path cuts a run into work items: chunks of `images` whole images, or strips of
@@ -494,9 +499,7 @@ class CpuAccelerator final : public Accelerator {
 
   Result<int32_t> add_layer(const LinearSpec& spec) override {
     TENET_RETURN_IF_ERROR(validate(spec));
-    auto layer = std::make_shared<Layer>(spec);
-    if (spec.kind == LinearSpec::Kind::kConv2d && options_.direct_conv) layer->direct_impl = self_test(spec);
-    if (!layer->direct_impl.empty()) layer->cache.prepare_checks(spec);
+    std::shared_ptr<Layer> layer = make_layer(spec);
     std::unique_lock lock(layers_mu_);
     if (layers_.size() >= kMaxLayers) return resource_exhausted("cpu accelerator: more than {} layers", kMaxLayers);
     layers_.push_back(std::move(layer));
@@ -505,8 +508,11 @@ class CpuAccelerator final : public Accelerator {
 
   Status run(int32_t layer, const Shape& input_shape, std::span<const uint32_t> x, std::span<uint32_t> y) override {
     TENET_ASSIGN_OR_RETURN(std::shared_ptr<const Layer> l, find_layer(layer));
+    TENET_RETURN_IF_ERROR(check_run_arguments(l->spec, input_shape, x, y));
+    if (l->spec.kind == LinearSpec::Kind::kConv2d) {
+      if (std::shared_ptr<const Layer> c = cropped_layer(*l, input_shape)) l = std::move(c);
+    }
     const LinearSpec& spec = l->spec;
-    TENET_RETURN_IF_ERROR(check_run_arguments(spec, input_shape, x, y));
     if (options_.threads > 0) omp_set_num_threads(options_.threads);  // this calling thread's OpenMP teams
     std::unique_ptr<Workspace> ws = take_workspace();
     Status s = ok_status();
@@ -537,6 +543,28 @@ class CpuAccelerator final : public Accelerator {
   }
 
  private:
+  std::shared_ptr<Layer> make_layer(const LinearSpec& spec) const {
+    auto layer = std::make_shared<Layer>(spec);
+    if (spec.kind == LinearSpec::Kind::kConv2d && options_.direct_conv) layer->direct_impl = self_test(spec);
+    if (!layer->direct_impl.empty()) layer->cache.prepare_checks(spec);
+    return layer;
+  }
+
+  // The layer without the taps that inputs of this size meet only in padding, or null (see
+  // Layer::cropped). Building one runs the direct path's self-test once, outside the lock.
+  std::shared_ptr<const Layer> cropped_layer(const Layer& l, const Shape& input_shape) const {
+    const std::pair<int64_t, int64_t> key{input_shape[2], input_shape[3]};
+    {
+      std::lock_guard lock(l.cropped_mu);
+      if (auto it = l.cropped.find(key); it != l.cropped.end()) return it->second;
+    }
+    std::optional<LinearSpec> c = crop_dead_taps(l.spec, input_shape);
+    std::shared_ptr<const Layer> made = c ? make_layer(*c) : nullptr;
+    std::lock_guard lock(l.cropped_mu);
+    if (l.cropped.size() < kMaxShapesPerLayer) l.cropped.emplace(key, made);
+    return made;
+  }
+
   Result<std::shared_ptr<const Layer>> find_layer(int32_t layer) const {
     std::shared_lock lock(layers_mu_);
     if (layer < 0 || static_cast<size_t>(layer) >= layers_.size()) {

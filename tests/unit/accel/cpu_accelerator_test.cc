@@ -71,6 +71,26 @@ TEST_P(CpuAcceleratorTest, RandomConvShapes) {
   }
 }
 
+// ResNet's last stage at CIFAR sizes: 3x3 convolutions with padding 1 on 1x1 and 2x2 inputs,
+// where the runs go to the layer without its dead taps (crop_dead_taps); the same layer then runs
+// on a larger input with all of them. Exact every time.
+TEST_P(CpuAcceleratorTest, DeadTapsOnSmallInputs) {
+  auto acc = make();
+  if (!acc) GTEST_SKIP() << "8-bit planes are not exact on this CPU (no VNNI)";
+  std::mt19937_64 rng(5);
+  for (LinearSpec s : {testing::conv({64, 48, 3, 3}, {1, 1}, {1, 1, 1, 1}), testing::conv({64, 48, 3, 3}, {2, 2}, {1, 1, 1, 1}),
+                       testing::conv({16, 8, 7, 7}, {2, 2}, {3, 3, 3, 3})}) {
+    testing::fill_weights(s, rng);
+    for (const Shape& in : {Shape{8, 48, 1, 1}, Shape{3, 48, 2, 2}, Shape{2, 48, 1, 3}, Shape{2, 48, 6, 6}, Shape{8, 48, 1, 1}}) {
+      if (in[1] != s.weight_shape[1]) continue;
+      SCOPED_TRACE(shape_to_string(s.weight_shape) + " on " + shape_to_string(in));
+      testing::expect_matches_reference(*acc, s, in, testing::random_field(numel(in), rng));
+    }
+    const Shape small = {2, 8, 2, 2};
+    if (s.weight_shape[1] == 8) testing::expect_matches_reference(*acc, s, small, testing::random_field(numel(small), rng));
+  }
+}
+
 TEST_P(CpuAcceleratorTest, ConcurrentRunsAreExact) {
   auto acc = make();
   if (!acc) GTEST_SKIP() << "8-bit planes are not exact on this CPU (no VNNI)";

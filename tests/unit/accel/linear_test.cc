@@ -1,4 +1,6 @@
 // Shape rules, validation and the exact reference (accel/linear.cc), with hand-computed cases.
+#include <random>
+
 #include <gtest/gtest.h>
 
 #include "accel/accelerator.h"
@@ -118,6 +120,63 @@ TEST(AccelReference, ConvHandComputedWithPadStrideGroup) {
   // Channel 1 = -x' under weights -1,0,0,1: (0,0): 1·(-1) = -1; (0,1): -1·0... = w[3]·x(0,2) = -3;
   // (1,0): w[1]·x(1,0)+w[3]·x(2,0) = -7; (1,1): -1·(-5) + 1·(-9) = -4.
   EXPECT_EQ(std::vector<uint32_t>(y.begin() + 4, y.end()), (std::vector<uint32_t>{kP - 1, kP - 3, kP - 7, kP - 4}));
+}
+
+// crop_dead_taps: on small inputs the cropped layer gives the reference's output exactly, and
+// only the taps that meet padding alone are dropped.
+TEST(AccelCropDeadTaps, CentreTapOfThreeByThreeOnOnePixel) {
+  LinearSpec s = conv_spec({2, 3, 3, 3}, 1, 1);
+  for (size_t i = 0; i < s.weights.size(); ++i) s.weights[i] = static_cast<int8_t>(static_cast<int>(i % 19) - 9);
+  auto c = crop_dead_taps(s, {4, 3, 1, 1});
+  ASSERT_TRUE(c.has_value());
+  EXPECT_EQ(c->weight_shape, (Shape{2, 3, 1, 1}));
+  EXPECT_EQ(c->pads, (std::array<int64_t, 4>{0, 0, 0, 0}));
+  for (int64_t o = 0; o < 2; ++o) {
+    for (int64_t i = 0; i < 3; ++i) EXPECT_EQ(c->weights[static_cast<size_t>(o * 3 + i)], s.weights[static_cast<size_t>((o * 3 + i) * 9 + 4)]);
+  }
+  // Every tap is live on larger inputs; matmuls are never cropped.
+  EXPECT_FALSE(crop_dead_taps(s, {1, 3, 2, 2}).has_value());
+  EXPECT_FALSE(crop_dead_taps(s, {1, 3, 7, 7}).has_value());
+  EXPECT_FALSE(crop_dead_taps(matmul_spec(2, 3), {1, 3}).has_value());
+  EXPECT_FALSE(crop_dead_taps(s, {1, 4, 1, 1}).has_value());  // wrong channel count: invalid, not cropped
+}
+
+TEST(AccelCropDeadTaps, RandomSmallInputsMatchTheReference) {
+  std::mt19937_64 rng(11);
+  auto r = [&rng](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
+  std::uniform_int_distribution<uint32_t> field(0, kP - 1);
+  std::uniform_int_distribution<int> weight(-127, 127);
+  int cropped = 0;
+  for (int iter = 0; iter < 3000; ++iter) {
+    const int64_t group = r(0, 3) == 0 ? 2 : 1, kh = r(1, 5), kw = r(1, 5);
+    LinearSpec s;
+    s.kind = LinearSpec::Kind::kConv2d;
+    s.weight_shape = {r(1, 3) * group, r(1, 2), kh, kw};
+    s.strides = {r(1, 3), r(1, 3)};
+    s.dilations = {r(1, 2), r(1, 2)};
+    s.pads = {r(0, kh), r(0, kw), r(0, kh), r(0, kw)};
+    s.group = group;
+    s.weights.resize(static_cast<size_t>(numel(s.weight_shape)));
+    for (int8_t& w : s.weights) w = static_cast<int8_t>(weight(rng));
+    const Shape in = {r(1, 2), s.weight_shape[1] * group, r(1, 4), r(1, 4)};
+    auto out = output_shape(s, in);
+    if (!out.ok()) continue;
+    std::vector<uint32_t> x(static_cast<size_t>(numel(in)));
+    for (uint32_t& v : x) v = field(rng);
+    std::vector<uint32_t> want(static_cast<size_t>(numel(*out))), got(want.size(), 0xDEADBEEFu);
+    ASSERT_TRUE(reference_linear(s, in, x, want).ok());
+    auto c = crop_dead_taps(s, in);
+    if (!c) continue;
+    ++cropped;
+    SCOPED_TRACE(::testing::Message() << "iter " << iter << " weights " << shape_to_string(s.weight_shape) << " input "
+                                      << shape_to_string(in));
+    ASSERT_TRUE(validate(*c).ok());
+    EXPECT_LT(numel(c->weight_shape), numel(s.weight_shape));
+    for (int64_t p : c->pads) EXPECT_GE(p, 0);
+    ASSERT_TRUE(reference_linear(*c, in, x, got).ok());
+    ASSERT_EQ(got, want);
+  }
+  EXPECT_GT(cropped, 300);  // the generator does reach the case
 }
 
 TEST(AccelReference, RejectsBadArguments) {
