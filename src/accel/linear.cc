@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "accel/accelerator.h"
+#include "core/conv_taps.h"
 #include "core/safe_math.h"
 
 namespace tenet::accel {
@@ -141,50 +142,27 @@ std::optional<LinearSpec> crop_dead_taps(const LinearSpec& spec, const Shape& in
   if (spec.kind != LinearSpec::Kind::kConv2d) return std::nullopt;
   const Result<Shape> out = output_shape(spec, input_shape);
   if (!out.ok()) return std::nullopt;
-  int64_t first[2], last[2], pad_begin[2], pad_end[2];
-  bool cropped = false;
-  for (int d = 0; d < 2; ++d) {
-    const int64_t in = input_shape[2 + d], k = spec.weight_shape[2 + d], n = (*out)[2 + d];
-    const int64_t s = spec.strides[static_cast<size_t>(d)], dil = spec.dilations[static_cast<size_t>(d)];
-    const int64_t pb = spec.pads[static_cast<size_t>(d)];
-    // Tap t reads input rows t·dil - pb + o·s for the outputs o in [0, n): live when one is inside.
-    // n ≤ 2^28, but a layer with dead taps has few outputs along that side (the taps are dead
-    // because the input is small), so stop looking beyond the input's size.
-    auto live = [&](int64_t t) {
-      for (int64_t o = 0; o < n; ++o) {
-        const int64_t row = t * dil - pb + o * s;
-        if (row >= in) return false;
-        if (row >= 0) return true;
-      }
-      return false;
-    };
-    first[d] = 0;
-    while (first[d] < k && !live(first[d])) ++first[d];
-    if (first[d] == k) return std::nullopt;  // every tap in padding: the output is zero; leave it to the layer
-    last[d] = k - 1;
-    while (!live(last[d])) --last[d];
-    pad_begin[d] = pb - first[d] * dil;
-    // The same number of outputs: n = (in + pb' + pe' - ((k' - 1)·dil + 1)) / s + 1 with pe' the
-    // smallest such padding.
-    pad_end[d] = (n - 1) * s + (last[d] - first[d]) * dil + 1 - in - pad_begin[d];
-    if (pad_begin[d] < 0 || pad_end[d] < 0) return std::nullopt;
-    cropped = cropped || first[d] > 0 || last[d] < k - 1;
+  std::optional<LiveTaps> taps[2];
+  for (size_t d = 0; d < 2; ++d) {
+    taps[d] = live_taps(input_shape[2 + d], spec.weight_shape[2 + d], spec.strides[d], spec.dilations[d], spec.pads[d],
+                        (*out)[2 + d]);
+    if (!taps[d]) return std::nullopt;
   }
-  if (!cropped) return std::nullopt;
+  const int64_t cout = spec.weight_shape[0], cin_g = spec.weight_shape[1], kh = spec.weight_shape[2], kw = spec.weight_shape[3];
+  if (!taps[0]->cropped(kh) && !taps[1]->cropped(kw)) return std::nullopt;
   LinearSpec c;
   c.kind = spec.kind;
   c.strides = spec.strides;
   c.dilations = spec.dilations;
   c.group = spec.group;
-  c.pads = {pad_begin[0], pad_begin[1], pad_end[0], pad_end[1]};
-  const int64_t cout = spec.weight_shape[0], cin_g = spec.weight_shape[1], kh = spec.weight_shape[2], kw = spec.weight_shape[3];
-  const int64_t ch = last[0] - first[0] + 1, cw = last[1] - first[1] + 1;
+  c.pads = {taps[0]->pad_begin, taps[1]->pad_begin, taps[0]->pad_end, taps[1]->pad_end};
+  const int64_t ch = taps[0]->last - taps[0]->first + 1, cw = taps[1]->last - taps[1]->first + 1;
   c.weight_shape = {cout, cin_g, ch, cw};
   c.weights.resize(static_cast<size_t>(cout * cin_g * ch * cw));
   size_t i = 0;
   for (int64_t oc = 0; oc < cout * cin_g; ++oc) {
-    for (int64_t y = first[0]; y <= last[0]; ++y) {
-      for (int64_t x = first[1]; x <= last[1]; ++x) c.weights[i++] = spec.weights[static_cast<size_t>((oc * kh + y) * kw + x)];
+    for (int64_t y = taps[0]->first; y <= taps[0]->last; ++y) {
+      for (int64_t x = taps[1]->first; x <= taps[1]->last; ++x) c.weights[i++] = spec.weights[static_cast<size_t>((oc * kh + y) * kw + x)];
     }
   }
   const Result<Shape> same = output_shape(c, input_shape);

@@ -1253,5 +1253,93 @@ TEST_P(PassesGeluSemantics, MatchesTheSubgraph) {
 
 INSTANTIATE_TEST_SUITE_P(PassesForms, PassesGeluSemantics, ::testing::ValuesIn(kAllGeluForms), gelu_form_name);
 
+// ---------------------------------------------------------------------------------------------
+// crop_dead_conv_taps
+
+struct ConvGeometry {
+  int64_t c, h, w, m, kh, kw, stride, dilation;
+  std::vector<int64_t> pads;  // top, left, bottom, right
+  int64_t out(int d) const {
+    const int64_t in = d == 0 ? h : w, k = d == 0 ? kh : kw;
+    return (in + pads[d] + pads[d + 2] - (dilation * (k - 1) + 1)) / stride + 1;
+  }
+};
+
+// Direct 2-D convolution with padding, stride and dilation, accumulated in double: dropping taps
+// that only meet padding removes exact zeros, so the cropped layer gives the same bits.
+std::vector<double> padded_conv(const std::vector<float>& x, const std::vector<float>& w, const ConvGeometry& g, int64_t kh,
+                                int64_t kw, const std::vector<int64_t>& pads) {
+  const int64_t oh = g.out(0), ow = g.out(1);
+  std::vector<double> y(static_cast<size_t>(g.m * oh * ow));
+  for (int64_t o = 0; o < g.m; ++o) {
+    for (int64_t i = 0; i < oh; ++i) {
+      for (int64_t j = 0; j < ow; ++j) {
+        double acc = 0;
+        for (int64_t ci = 0; ci < g.c; ++ci) {
+          for (int64_t ki = 0; ki < kh; ++ki) {
+            for (int64_t kj = 0; kj < kw; ++kj) {
+              const int64_t r = i * g.stride - pads[0] + ki * g.dilation, q = j * g.stride - pads[1] + kj * g.dilation;
+              if (r < 0 || r >= g.h || q < 0 || q >= g.w) continue;
+              acc += static_cast<double>(x[static_cast<size_t>((ci * g.h + r) * g.w + q)]) *
+                     w[static_cast<size_t>(((o * g.c + ci) * kh + ki) * kw + kj)];
+            }
+          }
+        }
+        y[static_cast<size_t>((o * oh + i) * ow + j)] = acc;
+      }
+    }
+  }
+  return y;
+}
+
+TEST(PassesConvTaps, CropsWhatMeetsOnlyPaddingAndKeepsTheOutput) {
+  const ConvGeometry cases[] = {
+      {4, 1, 1, 3, 3, 3, 1, 1, {1, 1, 1, 1}},  // ResNet's last stage at 32x32: the centre tap alone
+      {4, 2, 2, 3, 3, 3, 2, 1, {1, 1, 1, 1}},  // stride 2 on 2x2: taps 1..2
+      {2, 1, 3, 3, 3, 3, 1, 1, {1, 1, 1, 1}},  // one row: the middle kernel row, all columns
+      {2, 3, 3, 2, 7, 7, 2, 1, {3, 3, 3, 3}},  // 7x7/2 stem on a 3x3 input
+      {2, 2, 2, 2, 3, 3, 1, 2, {2, 2, 2, 2}},  // dilated
+      {3, 2, 2, 2, 3, 3, 1, 1, {1, 1, 1, 1}},  // every tap live: untouched
+  };
+  for (const ConvGeometry& c : cases) {
+    SCOPED_TRACE(::testing::Message() << c.h << "x" << c.w << " kernel " << c.kh << "x" << c.kw << " stride " << c.stride
+                                      << " dilation " << c.dilation);
+    GraphBuilder b;
+    const ValueId x = b.input("x", {1, c.c, c.h, c.w});
+    const std::vector<float> wv = pseudo_random(static_cast<size_t>(c.m * c.c * c.kh * c.kw), 3, -1.f, 1.f);
+    const ValueId w = b.constant("w", {c.m, c.c, c.kh, c.kw}, wv);
+    const ValueId y = b.op("Conv", {x, w}, "y", {1, c.m, c.out(0), c.out(1)},
+                           {{"kernel_shape", ir::Attribute{std::vector<int64_t>{c.kh, c.kw}}},
+                            {"pads", ir::Attribute{c.pads}},
+                            {"strides", ir::Attribute{std::vector<int64_t>{c.stride, c.stride}}},
+                            {"dilations", ir::Attribute{std::vector<int64_t>{c.dilation, c.dilation}}}});
+    b.output(y);
+    // A second reader of the weights: the crop must not write them in place.
+    b.output(b.op("Identity", {w}, "w_out", {c.m, c.c, c.kh, c.kw}));
+    PassStats stats;
+    ASSERT_TRUE(crop_dead_conv_taps(b.g, stats).ok());
+    expect_valid_sorted(b.g);
+    const Node* conv = find_op(b.g, "Conv");
+    ASSERT_NE(conv, nullptr);
+    const Shape ws = b.g.value(conv->inputs[1]).constant.shape();
+    const std::vector<int64_t> pads = conv->attr_ints("pads").value();
+    const bool all_live = &c == &cases[std::size(cases) - 1];
+    EXPECT_EQ(stats.conv_taps_cropped, all_live ? 0 : 1);
+    EXPECT_EQ(ws[2] * ws[3] < c.kh * c.kw, !all_live);
+    EXPECT_EQ(conv->attr_ints("kernel_shape").value(), (std::vector<int64_t>{ws[2], ws[3]}));
+    for (int64_t p : pads) EXPECT_GE(p, 0);
+    EXPECT_EQ(values_of(b.g, w), wv);
+    const std::vector<float> xv = pseudo_random(static_cast<size_t>(c.c * c.h * c.w), 4, -2.f, 2.f);
+    ConvGeometry cropped = c;
+    cropped.kh = ws[2];
+    cropped.kw = ws[3];
+    cropped.pads = pads;
+    ASSERT_EQ(cropped.out(0), c.out(0));
+    ASSERT_EQ(cropped.out(1), c.out(1));
+    EXPECT_EQ(padded_conv(xv, values_of(b.g, conv->inputs[1]), cropped, ws[2], ws[3], pads),
+              padded_conv(xv, wv, c, c.kh, c.kw, c.pads));
+  }
+}
+
 }  // namespace
 }  // namespace tenet::passes

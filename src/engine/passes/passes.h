@@ -20,6 +20,7 @@ struct PassStats {
   int dead_nodes_removed = 0;
   int pads_folded = 0;
   int matmuls_fused = 0;  // MatMuls that absorbed an operand scale and/or a bias Add
+  int conv_taps_cropped = 0;  // Convs whose kernel lost taps that meet only padding
 };
 
 // Identity and inference-mode Dropout become their input (graph outputs keep their names).
@@ -49,6 +50,13 @@ Status fuse_residual_add(ir::Graph& g, PassStats& stats);
 // pads are all zero becomes its input. (torch exports AvgPool2d(padding=p) as Pad + AveragePool,
 // which would otherwise force a plain-layout copy between oneDNN ops.)
 Status fold_pads(ir::Graph& g, PassStats& stats);
+
+// Conv (2-D, explicit padding, constant fp32 weights) whose input is so small that some kernel
+// rows or columns meet only zero padding (3x3 with padding 1 on a 1x1 input: ResNet's last stage
+// at CIFAR sizes): those taps are dropped from a copy of the weights and the padding shrunk to
+// match (core/conv_taps.h), so the output is the same with up to 9x less work. Needs input and
+// output shapes.
+Status crop_dead_conv_taps(ir::Graph& g, PassStats& stats);
 
 // Gemm / MatMul / FusedMatMul with a constant 2-D weight larger than `max_weight_bytes`: split
 // along the output channels into layers whose weights fit, joined by a Concat on the last axis

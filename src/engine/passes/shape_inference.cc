@@ -134,6 +134,7 @@ Status prepare_graph(ir::Graph& g, const std::map<std::string, Shape>& input_sha
   TENET_RETURN_IF_ERROR(eliminate_identities(g, stats));
   TENET_RETURN_IF_ERROR(fold_pads(g, stats));
   if (options.fold_batch_norm) TENET_RETURN_IF_ERROR(fold_batch_norm(g, stats));
+  TENET_RETURN_IF_ERROR(crop_dead_conv_taps(g, stats));
   if (options.fuse) {
     TENET_RETURN_IF_ERROR(fuse_gelu(g, stats));
     TENET_RETURN_IF_ERROR(fuse_matmul_epilogue(g, stats));
