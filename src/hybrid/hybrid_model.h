@@ -15,6 +15,11 @@
 // state and the one thread-safe accelerator, so one request's enclave work (quantizing,
 // checking, pooling, ...) overlaps another's accelerator products. run_many() drives that
 // with one thread per instance.
+//
+// Batches: compiled with dimension 0 of its variable-batch inputs bound to B, a run carries B
+// images, with one blinded transfer and one product per outsourced layer for all of them and one
+// B-image unblinding term. Each image is quantized with its own scales (RuntimeOptions::images),
+// so an image's output is bitwise what it gets alone and owes nothing to the other images.
 #pragma once
 
 #include <condition_variable>
@@ -98,6 +103,8 @@ class HybridModel {
   HybridStats stats() const;
   const std::vector<std::unique_ptr<OutsourcedLayer>>& layers() const;
   const cpu::CompiledModel& instance(size_t i) const { return *instances_[i]; }
+  // Images per run whose quantization scales are separate (RuntimeOptions::images; 1 unbatched).
+  int64_t images() const { return runtime_->options().images; }
   // The untrusted side's storage (what a malicious host controls; tests tamper with it).
   HostMaskStore& host_store() { return *store_; }
   MaskVault& vault() { return *runtime_->vault(); }

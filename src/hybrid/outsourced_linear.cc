@@ -86,6 +86,10 @@ class OutsourcedKernel final : public cpu::Kernel {
       : runtime_(runtime), layer_(layer), prg_(runtime->pad_key()),
         src_count_(static_cast<size_t>(numel(layer->src_shape))),
         dst_count_(static_cast<size_t>(numel(layer->dst_shape))) {
+    const int64_t per_image = static_cast<int64_t>(src_count_) / layer->images;
+    chunks_per_image_ = std::max<int64_t>(1, (per_image + kParallelCount - 1) / kParallelCount);
+    chunk_max_.assign(static_cast<size_t>(layer->images * chunks_per_image_), 0u);
+    x_scales_.assign(static_cast<size_t>(layer->images), 1.f);
     // The request's field buffers (blinded input, pad, product, W·r) live in the compiled model's
     // scratchpad, which every step of an instance shares one after another: one set sized for the
     // largest layer that stays warm in cache from layer to layer, instead of four cold buffers per
@@ -131,21 +135,26 @@ class OutsourcedKernel final : public cpu::Kernel {
     const size_t src_count = blinded_.size(), dst_count = result_.size();
     counters.layer_calls.fetch_add(1, std::memory_order_relaxed);
 
-    // 1-2. Quantize and blind.
+    // 1-2. Quantize and blind, with one scale per image (RuntimeOptions::images): the largest
+    // |x| of each image's block, over chunks of it in parallel.
     auto t0 = Clock::now();
     const float* src = src_;
-    const auto count = static_cast<int64_t>(src_count);
-    const int64_t chunks = (count + kParallelCount - 1) / kParallelCount;
-    uint32_t max_bits = 0;
-#pragma omp parallel for reduction(max : max_bits) if (chunks > 1)
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t at = c * kParallelCount;
-      max_bits = std::max(max_bits, max_abs_bits(src + at, std::min(kParallelCount, count - at)));
+    const int64_t images = L.images, per_image = static_cast<int64_t>(src_count) / images, cpi = chunks_per_image_;
+    const int64_t tasks = images * cpi;
+    uint32_t* chunk_max = chunk_max_.data();
+#pragma omp parallel for if (static_cast<int64_t>(src_count) > kParallelCount)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t off = (t % cpi) * kParallelCount;
+      chunk_max[t] = max_abs_bits(src + (t / cpi) * per_image + off, std::min(kParallelCount, per_image - off));
     }
-    if (max_bits >= 0x7f800000u) return fail_layer(invalid_argument("non-finite activation in the layer's input"));
-    float max_abs;
-    std::memcpy(&max_abs, &max_bits, sizeof(max_abs));
-    const float x_scale = max_abs > 0.f ? max_abs / static_cast<float>(kQuantMax) : 1.f;
+    for (int64_t i = 0; i < images; ++i) {
+      uint32_t max_bits = 0;
+      for (int64_t c = 0; c < cpi; ++c) max_bits = std::max(max_bits, chunk_max[i * cpi + c]);
+      if (max_bits >= 0x7f800000u) return fail_layer(invalid_argument("non-finite activation in the layer's input"));
+      float max_abs;
+      std::memcpy(&max_abs, &max_bits, sizeof(max_abs));
+      x_scales_[static_cast<size_t>(i)] = max_abs > 0.f ? max_abs / static_cast<float>(kQuantMax) : 1.f;
+    }
     MaskVault& vault = *runtime_->vault();
     const bool blind = !runtime_->options().insecure_no_blinding;
     bool inline_mask = false;
@@ -164,13 +173,14 @@ class OutsourcedKernel final : public cpu::Kernel {
       (void)vault.retire(L.index, *counter);
       return fail_layer(ps);
     }
-    const float inv = 1.f / x_scale;
+    const float* x_scales = x_scales_.data();
     const uint32_t* pad = pad_.data();
     uint32_t* blinded = blinded_.data();
-#pragma omp parallel for if (chunks > 1)
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t at = c * kParallelCount;
-      quantize_blind(src + at, std::min(kParallelCount, count - at), inv, pad + at, blinded + at);
+#pragma omp parallel for if (static_cast<int64_t>(src_count) > kParallelCount)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t at = (t / cpi) * per_image + (t % cpi) * kParallelCount;
+      quantize_blind(src + at, std::min(kParallelCount, per_image - (t % cpi) * kParallelCount), 1.f / x_scales[t / cpi], pad + at,
+                     blinded + at);
     }
     counters.quantize_blind_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
 
@@ -237,10 +247,11 @@ class OutsourcedKernel final : public cpu::Kernel {
     const int64_t channels = L.dst_shape[1];
     const int64_t inner = L.spec.kind == accel::LinearSpec::Kind::kConv2d ? L.positions : 1;
     const int64_t rows = static_cast<int64_t>(dst_count) / (channels * inner);
+    const int64_t rows_per_image = rows / images;  // images divides dimension 0, hence rows
 #pragma omp parallel for collapse(2) if (static_cast<int64_t>(dst_count) > kParallelCount)
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t ch = 0; ch < channels; ++ch) {
-        const float scale = x_scale * L.weight_scales[static_cast<size_t>(ch)];
+        const float scale = x_scales[r / rows_per_image] * L.weight_scales[static_cast<size_t>(ch)];
         const float bias = L.bias.empty() ? 0.f : L.bias[static_cast<size_t>(ch)];
         const size_t base = static_cast<size_t>((r * channels + ch) * inner);
         unblind_dequantize(result_.data() + base, unblind_.data() + base, inner, scale, bias,
@@ -260,6 +271,9 @@ class OutsourcedKernel final : public cpu::Kernel {
   static size_t padded_bytes(size_t count) { return (count * sizeof(uint32_t) + 63) / 64 * 64; }
 
   size_t src_count_, dst_count_;
+  int64_t chunks_per_image_ = 1;
+  std::vector<uint32_t> chunk_max_;  // largest |x| bits per (image, chunk)
+  std::vector<float> x_scales_;      // per image
   std::span<uint32_t> blinded_, pad_, result_, unblind_;  // in the scratchpad (bind)
   const float* src_ = nullptr;
   const float* residual_ = nullptr;
@@ -367,6 +381,11 @@ Result<std::unique_ptr<OutsourcedLayer>> HybridRuntime::build_layer(cpu::KernelI
         for (float& v : L->bias) v *= beta;
       }
     }
+  }
+  // Per-image scales (RuntimeOptions::images): dimension 0 must split into whole images.
+  if (options_.images > 1) {
+    if (x->shape[0] % options_.images != 0) return std::unique_ptr<OutsourcedLayer>{};
+    L->images = options_.images;
   }
   const int64_t cout = spec.weight_shape[0];
   const int64_t row = numel(spec.weight_shape) / cout;
