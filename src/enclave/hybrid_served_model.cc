@@ -305,7 +305,8 @@ class HybridServedModel final : public serving::ServedModel {
     }
     for (const Tensor& t : joined) views.push_back(t.view());
     std::vector<Tensor> outputs;
-    Status s = model_->run(views, outputs);  // a free instance: there are as many as batchers
+    // A free instance (there are as many as batchers); only the first `rows` images are sent.
+    Status s = model_->run(views, outputs, rows);
     for (Tensor& t : joined) serving::wipe_tensor(t);
     const auto t_end = Clock::now();
     std::vector<std::vector<Tensor>> results(batch.size());

@@ -21,13 +21,17 @@
 //     (same bound); a batcher takes queued requests in FIFO order up to B rows, waiting at most
 //     max_queue_delay_us after the oldest arrived for the batch to fill, and runs them as one
 //     batch: one blinded transfer, one product and one Freivalds check per outsourced layer, one
-//     B-row unblinding term per layer (each used once, as at batch 1). A partial batch is padded
-//     with zero rows, whose outputs are discarded. Why padding rather than an instance per batch
-//     size: a HybridModel binds its shapes, and its layers, accelerator registrations and pool of
-//     unblinding terms are per shape, so each further batch size would register every weight on
-//     the accelerator again and keep its own pool (unblind_pool terms of every layer, computed
-//     in the enclave); one size keeps one pool and one registration, at the price of a lone
-//     request costing a full batch of products (choose max_queue_delay_us to let batches fill).
+//     B-row unblinding term per layer (each used once, as at batch 1). A partial batch of k < B
+//     rows is padded with zero rows, whose outputs are discarded, and runs as a partial batch
+//     (hybrid::ActiveImages): the outsourced layers quantize, blind, send, check and unblind its
+//     k real rows only, so the accelerator computes k rows, not B; the enclave's own kernels
+//     (pooling, ...) still run B rows and each layer still takes one B-row unblinding term. Why
+//     one compiled size rather than an instance per batch size: a HybridModel binds its shapes,
+//     and its layers, accelerator registrations and pool of unblinding terms are per shape, so
+//     each further size would keep another copy of the quantized weights in the enclave,
+//     register every weight on the accelerator again and keep its own pool (unblind_pool terms
+//     of every layer, computed in the enclave). The accelerator learns k; the host, which relays
+//     every request, knows it anyway.
 //     Each row is quantized with its own scales (hybrid::RuntimeOptions::images), so a request's
 //     output is bitwise what it gets alone at batch B and nothing of one request's values reaches
 //     another's output; the batch's joined inputs, padding and outputs are wiped after the run.

@@ -87,7 +87,10 @@ Status HybridModel::precompute(int count) {
   return runtime_->precompute(count);
 }
 
-Status HybridModel::run(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs) {
+Status HybridModel::run(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs, int64_t images) {
+  if (images < 0 || images > runtime_->options().images) {
+    return invalid_argument("hybrid: {} real images in a batch of {}", images, runtime_->options().images);
+  }
   size_t slot;
   {
     std::unique_lock<std::mutex> lock(mu_);
@@ -97,7 +100,11 @@ Status HybridModel::run(std::span<const ConstTensorView> inputs, std::vector<Ten
   }
   const auto t0 = std::chrono::steady_clock::now();
   cpu::CompiledModel& inst = *instances_[slot];
-  Status s = inst.run(inputs, outputs);
+  Status s;
+  {
+    ActiveImages active(images);
+    s = inst.run(inputs, outputs);
+  }
   // No intermediate value of a request outlives it (as the server does after every run).
   inst.wipe_activations();
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();

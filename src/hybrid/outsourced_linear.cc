@@ -140,14 +140,23 @@ class OutsourcedKernel final : public cpu::Kernel {
     auto t0 = Clock::now();
     const float* src = src_;
     const int64_t images = L.images, per_image = static_cast<int64_t>(src_count) / images, cpi = chunks_per_image_;
-    const int64_t tasks = images * cpi;
+    // A partial batch (ActiveImages): only its first `active` images are quantized, blinded, sent,
+    // checked and unblinded; the rest of dst is zero (padding, whose outputs the caller drops).
+    int64_t active = images;
+    if (images > 1) {
+      const int64_t a = ActiveImages::current();
+      if (a >= 1 && a < images) active = a;
+    }
+    const size_t src_active = src_count / static_cast<size_t>(images) * static_cast<size_t>(active);
+    const size_t dst_active = dst_count / static_cast<size_t>(images) * static_cast<size_t>(active);
+    const int64_t tasks = active * cpi;
     uint32_t* chunk_max = chunk_max_.data();
-#pragma omp parallel for if (static_cast<int64_t>(src_count) > kParallelCount)
+#pragma omp parallel for if (static_cast<int64_t>(src_active) > kParallelCount)
     for (int64_t t = 0; t < tasks; ++t) {
       const int64_t off = (t % cpi) * kParallelCount;
       chunk_max[t] = max_abs_bits(src + (t / cpi) * per_image + off, std::min(kParallelCount, per_image - off));
     }
-    for (int64_t i = 0; i < images; ++i) {
+    for (int64_t i = 0; i < active; ++i) {
       uint32_t max_bits = 0;
       for (int64_t c = 0; c < cpi; ++c) max_bits = std::max(max_bits, chunk_max[i * cpi + c]);
       if (max_bits >= 0x7f800000u) return fail_layer(invalid_argument("non-finite activation in the layer's input"));
@@ -168,6 +177,8 @@ class OutsourcedKernel final : public cpu::Kernel {
       counter = vault.new_counter(L.index);
       inline_mask = true;
     }
+    // The whole pad, whose W·r term was computed over all images (the PRG's words depend on the
+    // pad's length); a partial batch uses its first images' part, the rest is never sent.
     Status ps = blind ? prg_.generate(L.index, *counter, pad_) : ok_status();
     if (!ps.ok()) {
       (void)vault.retire(L.index, *counter);
@@ -176,7 +187,7 @@ class OutsourcedKernel final : public cpu::Kernel {
     const float* x_scales = x_scales_.data();
     const uint32_t* pad = pad_.data();
     uint32_t* blinded = blinded_.data();
-#pragma omp parallel for if (static_cast<int64_t>(src_count) > kParallelCount)
+#pragma omp parallel for if (static_cast<int64_t>(src_active) > kParallelCount)
     for (int64_t t = 0; t < tasks; ++t) {
       const int64_t at = (t / cpi) * per_image + (t % cpi) * kParallelCount;
       quantize_blind(src + at, std::min(kParallelCount, per_image - (t % cpi) * kParallelCount), 1.f / x_scales[t / cpi], pad + at,
@@ -186,7 +197,11 @@ class OutsourcedKernel final : public cpu::Kernel {
 
     // 3. The untrusted product.
     t0 = Clock::now();
-    Status as = runtime_->options().accelerator->run(L.accel_handle, L.src_shape, blinded_, result_);
+    Shape shape = L.src_shape;
+    shape[0] = shape[0] / images * active;
+    const std::span<const uint32_t> blinded_part = std::span<const uint32_t>(blinded_).first(src_active);
+    const std::span<uint32_t> result_part = result_.first(dst_active), unblind_part = unblind_.first(dst_active);
+    Status as = runtime_->options().accelerator->run(L.accel_handle, shape, blinded_part, result_part);
     counters.accelerator_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
     if (!as.ok()) {
       (void)vault.retire(L.index, *counter);
@@ -196,7 +211,7 @@ class OutsourcedKernel final : public cpu::Kernel {
     // 4. Well-formed, then Freivalds.
     t0 = Clock::now();
     {
-      if (!accel::all_field_elements(result_)) {
+      if (!accel::all_field_elements(result_part)) {
         (void)vault.retire(L.index, *counter);
         counters.verification_failures.fetch_add(1, std::memory_order_relaxed);
         return fail_layer(data_loss("the accelerator returned values outside Z_p; the request is refused"));
@@ -204,7 +219,7 @@ class OutsourcedKernel final : public cpu::Kernel {
     }
     if (L.check.repetitions() > 0) {
       counters.verifications.fetch_add(1, std::memory_order_relaxed);
-      const int bad = L.check.first_failure(blinded_, result_);
+      const int bad = L.check.first_failure(blinded_part, result_part);
       if (bad >= 0) {
         (void)vault.retire(L.index, *counter);
         counters.verification_failures.fetch_add(1, std::memory_order_relaxed);
@@ -221,7 +236,9 @@ class OutsourcedKernel final : public cpu::Kernel {
     if (!blind) {
       std::fill(unblind_.begin(), unblind_.end(), 0u);
     } else if (inline_mask) {
-      Status ts = runtime_->options().trusted->run(L.trusted_handle, L.src_shape, pad_, unblind_);
+      // W·r of the first images is the first images' part of W·r (conv and matmul act per row).
+      Status ts = runtime_->options().trusted->run(L.trusted_handle, shape, std::span<const uint32_t>(pad_).first(src_active),
+                                                   unblind_part);
       Status rs = vault.retire(L.index, *counter);
       if (!ts.ok()) return fail_layer(ts);
       if (!rs.ok()) return fail_layer(rs);
@@ -248,8 +265,9 @@ class OutsourcedKernel final : public cpu::Kernel {
     const int64_t inner = L.spec.kind == accel::LinearSpec::Kind::kConv2d ? L.positions : 1;
     const int64_t rows = static_cast<int64_t>(dst_count) / (channels * inner);
     const int64_t rows_per_image = rows / images;  // images divides dimension 0, hence rows
-#pragma omp parallel for collapse(2) if (static_cast<int64_t>(dst_count) > kParallelCount)
-    for (int64_t r = 0; r < rows; ++r) {
+    const int64_t rows_active = rows_per_image * active;
+#pragma omp parallel for collapse(2) if (static_cast<int64_t>(dst_active) > kParallelCount)
+    for (int64_t r = 0; r < rows_active; ++r) {
       for (int64_t ch = 0; ch < channels; ++ch) {
         const float scale = x_scales[r / rows_per_image] * L.weight_scales[static_cast<size_t>(ch)];
         const float bias = L.bias.empty() ? 0.f : L.bias[static_cast<size_t>(ch)];
@@ -258,8 +276,9 @@ class OutsourcedKernel final : public cpu::Kernel {
                            residual == nullptr ? nullptr : residual + base, fused_relu, dst_ + base);
       }
     }
+    if (dst_active < dst_count) std::memset(dst_ + dst_active, 0, (dst_count - dst_active) * sizeof(float));
     if (post.size() > fused) {
-      ops::apply_post_ops(std::span(post).subspan(fused), dst_, static_cast<int64_t>(dst_count), residual_);
+      ops::apply_post_ops(std::span(post).subspan(fused), dst_, static_cast<int64_t>(dst_active), residual_);
     }
     counters.dequantize_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
     return ok_status();
@@ -280,7 +299,13 @@ class OutsourcedKernel final : public cpu::Kernel {
   float* dst_ = nullptr;
 };
 
+thread_local int64_t t_active_images = 0;
+
 }  // namespace
+
+ActiveImages::ActiveImages(int64_t n) : previous_(t_active_images) { t_active_images = n; }
+ActiveImages::~ActiveImages() { t_active_images = previous_; }
+int64_t ActiveImages::current() { return t_active_images; }
 
 HybridRuntime::HybridRuntime(RuntimeOptions options) : options_(std::move(options)) {
   if (!options_.trusted) options_.trusted = std::make_shared<ExactLinear>();

@@ -94,6 +94,25 @@ struct RuntimeOptions {
   std::set<std::string> private_nodes;
 };
 
+// A partial batch: while one is alive on a thread, the outsourced kernels that thread runs (the
+// engine runs an instance's steps on the caller's thread) treat only the first `n` images of a
+// batch as real: they quantize, blind, send, check and unblind those alone and write zeros for
+// the others (padding, whose outputs the caller drops), so a batch of k < B requests costs the
+// accelerator k images, not B. The unblinding term is still one B-image term, consumed once; the
+// pad's unsent part is never revealed. The accelerator learns k (the host, which relays every
+// request, knows it anyway). Without one (0, or n >= B) every image is real: the safe default.
+class ActiveImages {
+ public:
+  explicit ActiveImages(int64_t n);
+  ~ActiveImages();
+  ActiveImages(const ActiveImages&) = delete;
+  ActiveImages& operator=(const ActiveImages&) = delete;
+  static int64_t current();  // 0: all
+
+ private:
+  int64_t previous_;
+};
+
 class HybridRuntime {
  public:
   explicit HybridRuntime(RuntimeOptions options);

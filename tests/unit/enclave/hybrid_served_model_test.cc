@@ -296,7 +296,18 @@ TEST(HybridServedModel, DynamicBatchingRunsConcurrentRequestsAsOneBatch) {
   auto lone = infer_rows(*quick.model, {3});
   ASSERT_TRUE(lone.ok()) << lone.status().to_string();
   EXPECT_TRUE(same_bytes((*lone)[0], alone[2]));
-  EXPECT_EQ(quick.accel->max_rows.load(), 4);
+  EXPECT_EQ(quick.accel->max_rows.load(), 1);  // the padding rows are neither sent nor computed
+  EXPECT_EQ(quick.accel->calls.load(), 2);
+  // Three rows: the accelerator gets three (one product per layer), each row its lone output.
+  auto three = infer_rows(*quick.model, {4, 5, 8});
+  ASSERT_TRUE(three.ok()) << three.status().to_string();
+  ASSERT_EQ((*three)[0].shape(), (Shape{3, 5}));
+  for (int r = 0; r < 3; ++r) {
+    const Tensor& want = alone[r == 0 ? 3 : r == 1 ? 4 : 7];
+    EXPECT_EQ(std::memcmp((*three)[0].as<float>() + 5 * r, want.data(), want.size_bytes()), 0) << "row " << r;
+  }
+  EXPECT_EQ(quick.accel->max_rows.load(), 3);
+  EXPECT_EQ(quick.accel->calls.load(), 4);
   // Too many rows for one batch is the client's error.
   auto big = infer_rows(*quick.model, {1, 2, 3, 4, 6});
   ASSERT_FALSE(big.ok());
@@ -307,7 +318,7 @@ TEST(HybridServedModel, DynamicBatchingRunsConcurrentRequestsAsOneBatch) {
 // product as one): every request in it gets 503 and no output; the next batch succeeds.
 TEST(HybridServedModel, LyingAcceleratorFailsEveryRequestOfTheBatch) {
   const ir::Graph g = small_graph();
-  Loaded l = load(g, 4, 64, 1, 4, 5'000'000);
+  Loaded l = load(g, 4, 64, 1, 4, 1'000'000);
   ASSERT_TRUE(l.model);
   auto run_four = [&] {
     std::vector<Result<std::vector<Tensor>>> r(4, internal_error("not run"));
@@ -323,6 +334,11 @@ TEST(HybridServedModel, LyingAcceleratorFailsEveryRequestOfTheBatch) {
     EXPECT_NE(r.status().message().find("Freivalds"), std::string::npos) << r.status().to_string();
   }
   EXPECT_EQ(l.model->stats().fail.count, 4u);
+  // A partial batch (one request of three rows, checked on its three rows only) is caught too.
+  auto partial = infer_rows(*l.model, {1, 2, 3});
+  ASSERT_FALSE(partial.ok());
+  EXPECT_EQ(partial.status().code(), StatusCode::kResourceExhausted) << partial.status().to_string();
+  EXPECT_NE(partial.status().message().find("Freivalds"), std::string::npos) << partial.status().to_string();
   EXPECT_EQ(l.model->stats().execution_count, 0u);
   l.accel->flip_row = -1;
   l.accel->fail = true;  // gone: the batch fails the same way
@@ -334,7 +350,7 @@ TEST(HybridServedModel, LyingAcceleratorFailsEveryRequestOfTheBatch) {
   l.accel->fail = false;
   for (auto& r : run_four()) EXPECT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_EQ(l.model->stats().success.count, 4u);
-  EXPECT_EQ(l.model->stats().fail.count, 8u);
+  EXPECT_EQ(l.model->stats().fail.count, 9u);
 }
 
 TEST(HybridServedModel, BatchingNeedsABatchDimension) {

@@ -395,6 +395,13 @@ TEST(HybridModel, EachImageOfABatchHasItsOwnScales) {
     ASSERT_EQ(alone[0].size_bytes(), row);
     EXPECT_EQ(0, std::memcmp(static_cast<const std::byte*>(batched[0].data()) + r * row, alone[0].data(), row)) << "row " << r;
   }
+  // A partial batch: two real images, the third padding; the real rows are unchanged.
+  std::vector<Tensor> partial;
+  const int64_t consumed = (*three)->stats().masks_consumed + (*three)->stats().masks_inline;
+  ASSERT_TRUE((*three)->run(std::vector<ConstTensorView>{x.view()}, partial, 2).ok());
+  EXPECT_EQ(0, std::memcmp(partial[0].data(), batched[0].data(), 2 * row));
+  EXPECT_EQ((*three)->stats().masks_consumed + (*three)->stats().masks_inline, consumed + 5);  // one term per layer
+  EXPECT_FALSE((*three)->run(std::vector<ConstTensorView>{x.view()}, partial, 4).ok());
   Fixture fixed = make_fixture(40, 1);
   ASSERT_TRUE(fixed.model);
   EXPECT_EQ(fixed.model->images(), 1);
