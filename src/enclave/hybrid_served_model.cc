@@ -5,6 +5,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstring>
+#include <deque>
+#include <future>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -29,16 +32,25 @@ class HybridServedModel final : public serving::ServedModel {
       stopping_ = true;
     }
     cv_.notify_all();
+    batch_cv_.notify_all();
+    for (std::thread& t : batchers_) t.join();
     if (refill_.joinable()) refill_.join();
+    // The batchers fail what is still queued before they return; nothing is left waiting.
   }
 
   Status init(const ir::Graph& graph) {
+    batch_ = options_.max_batch_size > 1 ? options_.max_batch_size : 0;
     std::map<std::string, Shape> shapes;
     for (ir::ValueId id : graph.inputs) {
       const ir::Value& v = graph.value(id);
+      if (batch_ > 0 && (v.shape.empty() || v.shape[0] >= 0)) {
+        return invalid_argument("max_batch_size {} needs a variable batch dimension 0 on every input; input '{}' has shape {}",
+                                batch_, v.name, shape_to_string(v.shape));
+      }
       Shape s = v.shape;
-      for (int64_t& d : s) {
-        if (d < 0) d = 1;  // batch 1; other variable dims bound to 1 as the engine model's probe does
+      for (size_t d = 0; d < s.size(); ++d) {
+        // Batch 1 or B; other variable dims bound to 1 as the engine model's probe does.
+        if (s[d] < 0) s[d] = (d == 0 && batch_ > 0) ? batch_ : 1;
       }
       shapes[v.name] = s;
     }
@@ -60,20 +72,31 @@ class HybridServedModel final : public serving::ServedModel {
         return unimplemented("input '{}' has dtype {}, which has no KServe datatype", t.name, dtype_name(t.dtype));
       }
       inputs_.push_back(serving::TensorSpec{t.name, t.dtype, t.shape});
+      if (batch_ > 0) inputs_.back().shape[0] = -1;  // as a batching tee model shows it
     }
     for (const cpu::TensorInfo& t : model_->outputs()) {
       if (serving::kserve_datatype(t.dtype)[0] == '\0') {
         return unimplemented("output '{}' has dtype {}, which has no KServe datatype", t.name, dtype_name(t.dtype));
       }
       outputs_.push_back(serving::TensorSpec{t.name, t.dtype, t.shape});
+      if (batch_ > 0) {
+        if (t.shape.empty() || t.shape[0] != batch_) {
+          return invalid_argument("max_batch_size {}: output '{}' has shape {} at batch {}, which does not follow the batch dimension",
+                                  batch_, t.name, shape_to_string(t.shape), batch_);
+        }
+        outputs_.back().shape[0] = -1;
+      }
     }
     const hybrid::HybridStats st = model_->stats();
     std::fprintf(stderr,
                  "tenet enclave: model '%s' in hybrid mode: %d outsourced layers (%.0f%% of FLOPs), verify_bits %d, "
-                 "%d unblinding terms per layer precomputed in %.0f ms, %d request(s) in flight\n",
+                 "%d unblinding terms per layer precomputed in %.0f ms, %d run(s) in flight, batch %d\n",
                  name_.c_str(), st.outsourced_layers, st.outsourced_flops_fraction * 100.0, options_.verify_bits,
-                 options_.unblind_pool, st.precompute_ms, options_.pipeline_depth);
+                 options_.unblind_pool, st.precompute_ms, options_.pipeline_depth, std::max(batch_, 1));
     if (options_.unblind_pool > 0 && st.outsourced_layers > 0) refill_ = std::thread([this] { refill_loop(); });
+    if (batch_ > 0) {
+      for (int i = 0; i < options_.pipeline_depth; ++i) batchers_.emplace_back([this] { batch_loop(); });
+    }
     return ok_status();
   }
 
@@ -82,8 +105,8 @@ class HybridServedModel final : public serving::ServedModel {
   const std::string& platform() const override { return platform_; }
   const std::vector<serving::TensorSpec>& inputs() const override { return inputs_; }
   const std::vector<serving::TensorSpec>& outputs() const override { return outputs_; }
-  int max_batch_size() const override { return 0; }
-  uint64_t max_queue_delay_us() const override { return 0; }
+  int max_batch_size() const override { return batch_; }
+  uint64_t max_queue_delay_us() const override { return batch_ > 0 ? options_.max_queue_delay_us : 0; }
   bool ready() const override { return true; }
   serving::ProtectionInfo protection() const override { return {"hybrid", options_.verify_bits}; }
 
@@ -104,6 +127,7 @@ class HybridServedModel final : public serving::ServedModel {
       ++in_flight_;
     }
     Status s = serving::check_request(*this, inputs);
+    if (batch_ > 0 && s.ok()) return finish_batched(t0, run_batched(std::move(inputs)));
     std::vector<Tensor> outputs;
     Clock::time_point t_run = Clock::now(), t_end = t_run;
     if (s.ok()) {
@@ -118,8 +142,7 @@ class HybridServedModel final : public serving::ServedModel {
         // The request passed check_request: what failed is the untrusted accelerator's side
         // (gone, hung up, malformed or wrong products) or its unblinding terms, not the request.
         // kResourceExhausted is what the front ends answer with 503 / UNAVAILABLE: retry later.
-        s = Status(StatusCode::kResourceExhausted,
-                   fmt::format("hybrid model '{}' is unavailable: {}", name_, s.to_string()));
+        s = unavailable(s);
       }
     }
     {
@@ -157,6 +180,191 @@ class HybridServedModel final : public serving::ServedModel {
   }
 
  private:
+  // One request queued for a batch.
+  struct Pending {
+    std::vector<Tensor> inputs;
+    int64_t rows = 0;
+    Clock::time_point enqueued;
+    std::promise<Result<std::vector<Tensor>>> done;
+  };
+
+  // The request passed check_request: what failed is the untrusted accelerator's side (gone,
+  // hung up, malformed or wrong products) or its unblinding terms, not the request.
+  // kResourceExhausted is what the front ends answer with 503 / UNAVAILABLE: retry later.
+  Status unavailable(const Status& s) const {
+    return Status(StatusCode::kResourceExhausted, fmt::format("hybrid model '{}' is unavailable: {}", name_, s.to_string()));
+  }
+
+  // Batching: queues the request (already counted in in_flight_) and waits for its batch.
+  Result<std::vector<Tensor>> run_batched(std::vector<Tensor> inputs) {
+    auto p = std::make_unique<Pending>();
+    p->rows = inputs[0].shape()[0];
+    p->inputs = std::move(inputs);
+    p->enqueued = Clock::now();
+    std::future<Result<std::vector<Tensor>>> fut = p->done.get_future();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stopping_) {
+        for (Tensor& t : p->inputs) serving::wipe_tensor(t);
+        return failed_precondition("model '{}' is stopping", name_);
+      }
+      queue_.push_back(std::move(p));
+    }
+    batch_cv_.notify_all();
+    return fut.get();
+  }
+
+  // Bookkeeping of a batched request once its batch ran (or failed): in_flight_ and the
+  // per-request counters; the per-batch ones are execute_batch's.
+  Result<std::vector<Tensor>> finish_batched(Clock::time_point t0, Result<std::vector<Tensor>> r) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      --in_flight_;
+      const uint64_t total_ns = ns_between(t0, Clock::now());
+      if (r.ok()) {
+        stats_.success.count++;
+        stats_.success.ns += total_ns;
+      } else {
+        stats_.fail.count++;
+        stats_.fail.ns += total_ns;
+      }
+    }
+    cv_.notify_all();  // the refill thread may run now
+    return r;
+  }
+
+  // A batcher thread (pipeline_depth of them): one at a time forms a batch from the queue (FIFO,
+  // up to batch_ rows, waiting at most max_queue_delay_us after the oldest request arrived), then
+  // runs it on a free instance while the next batcher forms the next batch.
+  void batch_loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      batch_cv_.wait(lock, [&] { return stopping_ || (!forming_ && !queue_.empty()); });
+      if (stopping_) break;
+      forming_ = true;
+      const auto deadline = queue_.front()->enqueued + std::chrono::microseconds(options_.max_queue_delay_us);
+      while (!stopping_ && Clock::now() < deadline && queued_rows() < batch_) batch_cv_.wait_until(lock, deadline);
+      std::vector<std::unique_ptr<Pending>> batch;
+      int64_t rows = 0;
+      while (!queue_.empty() && rows + queue_.front()->rows <= batch_) {
+        rows += queue_.front()->rows;
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      forming_ = false;
+      lock.unlock();
+      batch_cv_.notify_all();
+      execute_batch(batch, rows);
+      lock.lock();
+    }
+    // Stopping: fail what is left (the first batcher to get here takes it all).
+    for (auto& p : queue_) {
+      for (Tensor& t : p->inputs) serving::wipe_tensor(t);
+      p->done.set_value(failed_precondition("model '{}' stopped", name_));
+    }
+    queue_.clear();
+  }
+
+  // Rows the queued requests would fill, in FIFO order, up to batch_ (caller holds mu_).
+  int64_t queued_rows() const {
+    int64_t rows = 0;
+    for (const auto& p : queue_) {
+      if (rows + p->rows > batch_) break;
+      rows += p->rows;
+    }
+    return rows;
+  }
+
+  // Runs `batch` (rows in all, <= batch_) as one batch of batch_ rows, the rest zero padding,
+  // and hands each request its rows of the outputs; a failure fails every request in it.
+  void execute_batch(std::vector<std::unique_ptr<Pending>>& batch, int64_t rows) {
+    auto fail_all = [&](const Status& s) {
+      for (auto& p : batch) {
+        for (Tensor& t : p->inputs) serving::wipe_tensor(t);
+        p->done.set_value(s);
+      }
+    };
+    const auto t_start = Clock::now();
+    std::vector<Tensor> joined;
+    std::vector<ConstTensorView> views;
+    for (size_t i = 0; i < inputs_.size(); ++i) {
+      Shape shape = model_->inputs()[i].shape;  // [batch_, ...]
+      auto t = Tensor::zeros(inputs_[i].dtype, shape);  // rows past `rows` stay zero: padding
+      if (!t.ok()) {
+        for (Tensor& j : joined) serving::wipe_tensor(j);
+        return fail_all(t.status());
+      }
+      auto* dst = static_cast<std::byte*>(t->data());
+      for (auto& p : batch) {
+        const Tensor& src = p->inputs[i];
+        std::memcpy(dst, src.data(), src.size_bytes());
+        dst += src.size_bytes();
+        serving::wipe_tensor(p->inputs[i]);  // copied into the batch
+      }
+      joined.push_back(std::move(t).value());
+    }
+    for (const Tensor& t : joined) views.push_back(t.view());
+    std::vector<Tensor> outputs;
+    // A free instance (there are as many as batchers); only the first `rows` images are sent.
+    Status s = model_->run(views, outputs, rows);
+    for (Tensor& t : joined) serving::wipe_tensor(t);
+    const auto t_end = Clock::now();
+    std::vector<std::vector<Tensor>> results(batch.size());
+    for (size_t o = 0; o < outputs.size() && s.ok(); ++o) {
+      const Tensor& out = outputs[o];
+      if (out.shape().empty() || out.shape()[0] != batch_) {
+        s = internal_error("output '{}' does not follow the batch dimension", outputs_[o].name);
+        break;
+      }
+      const size_t row_bytes = out.size_bytes() / static_cast<size_t>(batch_);
+      const auto* src = static_cast<const std::byte*>(out.data());
+      for (size_t r = 0; r < batch.size() && s.ok(); ++r) {
+        Shape shape = out.shape();
+        shape[0] = batch[r]->rows;
+        const size_t nbytes = row_bytes * static_cast<size_t>(batch[r]->rows);
+        auto t = Tensor::from_bytes(out.dtype(), shape, std::span<const std::byte>(src, nbytes));
+        if (!t.ok()) {
+          s = t.status();
+          break;
+        }
+        results[r].push_back(std::move(t).value());
+        src += nbytes;
+      }
+    }
+    for (Tensor& t : outputs) serving::wipe_tensor(t);  // the padding rows' outputs with the rest
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (s.ok()) {
+        const uint64_t run_ns = ns_between(t_start, t_end), n = batch.size();
+        stats_.execution_count++;
+        stats_.inference_count += static_cast<uint64_t>(rows);
+        stats_.compute_infer.count += n;
+        stats_.compute_infer.ns += run_ns * n;
+        for (auto& p : batch) {
+          stats_.queue.count++;
+          stats_.queue.ns += ns_between(p->enqueued, t_start);
+        }
+        stats_.last_inference_ms = static_cast<uint64_t>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+        // By rows actually carried (the run itself is always batch_ rows, padding included).
+        auto it = std::find_if(stats_.batch_stats.begin(), stats_.batch_stats.end(),
+                               [&](const serving::BatchStat& b) { return b.batch_size >= static_cast<uint64_t>(rows); });
+        if (it == stats_.batch_stats.end() || it->batch_size != static_cast<uint64_t>(rows)) {
+          it = stats_.batch_stats.insert(it, serving::BatchStat{static_cast<uint64_t>(rows), {}, {}, {}});
+        }
+        it->compute_infer.count++;
+        it->compute_infer.ns += run_ns;
+      }
+    }
+    if (!s.ok()) {
+      for (auto& r : results) {
+        for (Tensor& t : r) serving::wipe_tensor(t);
+      }
+      return fail_all(unavailable(s));
+    }
+    for (size_t r = 0; r < batch.size(); ++r) batch[r]->done.set_value(std::move(results[r]));
+  }
+
   // Fewest ready unblinding terms over the outsourced layers.
   size_t min_ready() {
     size_t m = SIZE_MAX;
@@ -196,6 +404,12 @@ class HybridServedModel final : public serving::ServedModel {
   bool stopping_ = false;
   serving::ModelStats stats_;
   std::thread refill_;
+  // Dynamic batching (batch_ > 0).
+  int batch_ = 0;
+  std::condition_variable batch_cv_;
+  std::deque<std::unique_ptr<Pending>> queue_;
+  bool forming_ = false;
+  std::vector<std::thread> batchers_;
 };
 
 }  // namespace
@@ -205,6 +419,9 @@ Result<std::shared_ptr<serving::ServedModel>> load_hybrid_model(const std::strin
   if (!options.accelerator) return failed_precondition("model '{}' is hybrid but no accelerator is connected", name);
   if (options.verify_bits < 0 || options.unblind_pool < 0 || options.max_queue_requests == 0) {
     return invalid_argument("model '{}': bad hybrid options", name);
+  }
+  if (options.max_batch_size < 0 || options.max_batch_size > 64) {
+    return invalid_argument("model '{}': hybrid max_batch_size {} is outside 0..64", name, options.max_batch_size);
   }
   auto model = std::make_shared<HybridServedModel>(name, options);
   Status s = model->init(graph);

@@ -67,11 +67,14 @@ Status parse_model_mode(const json& mj, const std::string& where, ManifestModel&
   TENET_RETURN_IF_ERROR(get_uint<int>(mj, "unblind_pool", 4096, &mm.unblind_pool, where.c_str()));
   TENET_RETURN_IF_ERROR(get_uint<int>(mj, "pipeline_depth", 64, &mm.pipeline_depth, where.c_str()));
   if (mm.pipeline_depth < 1) return invalid_argument("manifest: {} pipeline_depth must be 1..64", where);
-  if (mj.contains("max_batch_size") && mm.max_batch_size > 1) {
-    return invalid_argument("manifest: {} is hybrid, which runs batch 1 (its shapes are fixed when compiled); "
-                            "max_batch_size must be 0 or 1", where);
+  // Batch 1 unless asked: every instance is compiled for max_batch_size rows (partial batches
+  // padded), so the default is not the tee models' 8; and the bound is lower than theirs.
+  if (!mj.contains("max_batch_size") || mm.max_batch_size <= 1) {
+    mm.max_batch_size = 0;
+  } else if (mm.max_batch_size > 64) {
+    return invalid_argument("manifest: {} is hybrid, whose instances are compiled for max_batch_size rows; "
+                            "max_batch_size must be 0..64 (0 or 1: batch 1, no dynamic batching)", where);
   }
-  mm.max_batch_size = 0;
   return ok_status();
 }
 

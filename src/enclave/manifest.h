@@ -18,7 +18,8 @@
 //         "verify_bits": 40,                     // hybrid: Freivalds soundness, default 40
 //         "allow_unverified": false,             // hybrid: needed (true) for verify_bits 0 (INSECURE)
 //         "unblind_pool": 16,                    // hybrid: precomputed unblinding terms per layer
-//         "pipeline_depth": 1 }                  // hybrid: requests in flight at once (1..64)
+//         "pipeline_depth": 1,                   // hybrid: runs in flight at once (1..64)
+//         "max_batch_size": 8, "max_queue_delay_us": 500 }  // hybrid: dynamic batching (default: batch 1)
 //     ],
 //     "server": { "max_body_bytes": 67108864, "http_threads": 16 }
 //   }
@@ -28,8 +29,10 @@
 // blinded data, checking each result with Freivalds' algorithm (error <= 2^-verify_bits). The
 // mode is manifest content, so it is measured: a client policy that pins MRENCLAVE pins every
 // model's mode and verify_bits; the enclave also states them in its RA-TLS claims
-// ("tenet-mode", "tenet-model-modes"; see runtime.h). Hybrid models run batch 1 (their shapes
-// are fixed when compiled), so an explicit max_batch_size above 1 is refused for them. The
+// ("tenet-mode", "tenet-model-modes"; see runtime.h). Hybrid models run batch 1 unless their
+// entry sets max_batch_size 2..64 (their shapes are fixed when compiled: each instance is
+// compiled for that batch and partial batches are padded, enclave/hybrid_served_model.h); a
+// larger one is refused, and without max_batch_size a hybrid model does not batch. The
 // top-level "mode" is the legacy whole-enclave mode and may only say "tee"; it is the default of
 // each model's mode.
 //
@@ -49,7 +52,7 @@ struct ManifestModel {
   std::string name;
   std::string package_digest_hex;  // lower-case, 64 hex digits
   std::string key_resource;        // repo/type/tag
-  int max_batch_size = 8;
+  int max_batch_size = 8;  // hybrid: 0 (batch 1) unless set to 2..64
   uint64_t max_queue_delay_us = 0;
   size_t max_queue_requests = 64;
   // "tee" (default) or "hybrid".

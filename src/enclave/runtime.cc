@@ -171,6 +171,8 @@ Result<std::shared_ptr<serving::ServedModel>> load_model(attest::Platform& platf
     ho.verify_bits = mm.verify_bits;
     ho.unblind_pool = mm.unblind_pool;
     ho.pipeline_depth = mm.pipeline_depth;
+    ho.max_batch_size = mm.max_batch_size;
+    ho.max_queue_delay_us = mm.max_queue_delay_us;
     ho.max_queue_requests = mm.max_queue_requests;
     ho.threads = o.threads;
     return load_hybrid_model(mm.name, *graph, ho);

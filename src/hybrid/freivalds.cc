@@ -46,6 +46,7 @@ Result<FreivaldsCheck> FreivaldsCheck::create(const accel::LinearSpec& spec, con
       // z = s^T W over the K inputs.
       c.k_ = w[1];
       c.batch_ = input_shape[0];
+      c.x_per_row_ = w[1];
       rep.z.assign(static_cast<size_t>(w[1]), 0);
       for (int64_t o = 0; o < w[0]; ++o) {
         const uint32_t so = rep.s[static_cast<size_t>(o)];
@@ -61,6 +62,7 @@ Result<FreivaldsCheck> FreivaldsCheck::create(const accel::LinearSpec& spec, con
     const int64_t cin_g = w[1], kh = w[2], kw = w[3], cout_g = w[0] / spec.group;
     const int64_t oh = out[2], ow = out[3];
     c.batch_ = n_count;
+    c.x_per_row_ = cin * ih * iw;
     c.positions_ = oh * ow;
     rep.t.resize(static_cast<size_t>(n_count * oh * ow));
     TENET_RETURN_IF_ERROR(random_field_elements(rep.t));
@@ -140,12 +142,18 @@ int FreivaldsCheck::first_failure(std::span<const uint32_t> x, std::span<const u
   const size_t reps = reps_.size();
   if (reps == 0) return -1;
   if (reps > kMaxDots) return 0;  // create() refuses more; reject rather than accept unchecked
+  // The first `batch` images (conv) or rows (matmul) of the shape given at create(): a partial
+  // batch is checked with the prefix of the same vectors (every vector is image- / row-major).
+  const int64_t per_y = conv_ ? channels_out_ * positions_ : channels_out_;
+  const int64_t batch = per_y > 0 ? static_cast<int64_t>(y.size()) / per_y : 0;
+  if (batch < 1 || batch > batch_ || batch * per_y != static_cast<int64_t>(y.size())) return 0;
+  if (static_cast<int64_t>(x.size()) != batch * x_per_row_) return 0;
   constexpr int64_t kParallel = int64_t{1} << 15;
   uint64_t lhs[kMaxDots] = {}, rhs[kMaxDots] = {};
   if (conv_) {
     // lhs_r = Σ_{n, co} s_r[co]·(t_r[n] · y[n, co]) (or st_r · y); rhs_r = z_r · x (or, pointwise,
     // Σ_{n, ci} ws_r[ci]·(t_r[n] · x[n, ci])).
-    const int64_t rows = batch_ * channels_out_;
+    const int64_t rows = batch * channels_out_;
     // This thread's share (inside the parallel region) of Σ_r-wise vec_r · data, in chunks.
     auto whole = [&](std::vector<uint32_t> Rep::*vec, std::span<const uint32_t> data, uint64_t* part) {
       constexpr int64_t kChunk = 4096;
@@ -166,7 +174,7 @@ int FreivaldsCheck::first_failure(std::span<const uint32_t> x, std::span<const u
       const uint32_t* a[kMaxDots];
       uint32_t d[kMaxDots];
 #pragma omp for schedule(static) nowait
-      for (int64_t plane = 0; plane < batch_ * channels; ++plane) {
+      for (int64_t plane = 0; plane < batch * channels; ++plane) {
         const int64_t n = plane / channels, c = plane % channels;
         for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].t.data() + n * positions_;
         dot_mod_many(std::span(a, reps), data.data() + plane * positions_, static_cast<size_t>(positions_), d);
@@ -199,8 +207,8 @@ int FreivaldsCheck::first_failure(std::span<const uint32_t> x, std::span<const u
   }
   // Matmul, per row m of the batch: s_r · y[m] == z_r · x[m] for every r.
   int bad = static_cast<int>(reps);
-#pragma omp parallel for reduction(min : bad) if (batch_ * (channels_out_ + k_) > kParallel)
-  for (int64_t m = 0; m < batch_; ++m) {
+#pragma omp parallel for reduction(min : bad) if (batch * (channels_out_ + k_) > kParallel)
+  for (int64_t m = 0; m < batch; ++m) {
     const uint32_t* a[kMaxDots];
     uint32_t ly[kMaxDots], rx[kMaxDots];
     for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].s.data();

@@ -55,8 +55,10 @@ class FreivaldsCheck {
   static Result<FreivaldsCheck> create(const accel::LinearSpec& spec, const Shape& input_shape, int repetitions);
 
   int repetitions() const { return static_cast<int>(reps_.size()); }
-  // -1 when every repetition accepts y as W·x (both of the shapes given at create()), else the
-  // index of the first repetition that rejects. x and y hold field elements (< p).
+  // -1 when every repetition accepts y as W·x (both of the shapes given at create(), or their
+  // first images (conv) / rows (matmul): a partial batch, checked with the prefix of the same
+  // vectors), else the index of the first repetition that rejects (0 for sizes that fit no such
+  // prefix). x and y hold field elements (< p).
   int first_failure(std::span<const uint32_t> x, std::span<const uint32_t> y) const;
   size_t size_bytes() const;
 
@@ -74,6 +76,7 @@ class FreivaldsCheck {
   bool small_planes_ = false;  // conv with positions_ < kSmallPlane: s ⊗ t kept whole
   int64_t channels_in_ = 0;
   int64_t batch_ = 0, channels_out_ = 0, positions_ = 0, k_ = 0;
+  int64_t x_per_row_ = 0;  // input elements per image (conv) or row (matmul)
   std::vector<Rep> reps_;
 };
 

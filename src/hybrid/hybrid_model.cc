@@ -1,6 +1,7 @@
 // HybridModel: compiled instances, the instance pool, statistics (see hybrid_model.h).
 #include "hybrid/hybrid_model.h"
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -31,6 +32,20 @@ Result<std::unique_ptr<HybridModel>> HybridModel::compile(const ir::Graph& impor
   ro.insecure_no_blinding = options.insecure_no_blinding;
   ro.min_flops = options.min_outsourced_flops;
   ro.private_nodes = options.private_nodes;
+  // The batch: the common size given to dimension 0 of inputs whose dimension 0 is variable (a
+  // batch dimension); each image gets its own quantization scales (RuntimeOptions::images).
+  int64_t images = 0;
+  for (ir::ValueId id : imported.inputs) {
+    const ir::Value& v = imported.value(id);
+    const auto it = input_shapes.find(v.name);
+    if (v.shape.empty() || v.shape[0] >= 0 || it == input_shapes.end() || it->second.empty() || it->second[0] < 1 ||
+        (images != 0 && images != it->second[0])) {
+      images = 1;
+      break;
+    }
+    images = it->second[0];
+  }
+  ro.images = std::max<int64_t>(1, images);
   m->runtime_ = std::make_unique<HybridRuntime>(std::move(ro));
 
   ir::Graph g = imported;
@@ -72,7 +87,10 @@ Status HybridModel::precompute(int count) {
   return runtime_->precompute(count);
 }
 
-Status HybridModel::run(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs) {
+Status HybridModel::run(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs, int64_t images) {
+  if (images < 0 || images > runtime_->options().images) {
+    return invalid_argument("hybrid: {} real images in a batch of {}", images, runtime_->options().images);
+  }
   size_t slot;
   {
     std::unique_lock<std::mutex> lock(mu_);
@@ -82,7 +100,11 @@ Status HybridModel::run(std::span<const ConstTensorView> inputs, std::vector<Ten
   }
   const auto t0 = std::chrono::steady_clock::now();
   cpu::CompiledModel& inst = *instances_[slot];
-  Status s = inst.run(inputs, outputs);
+  Status s;
+  {
+    ActiveImages active(images);
+    s = inst.run(inputs, outputs);
+  }
   // No intermediate value of a request outlives it (as the server does after every run).
   inst.wipe_activations();
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();

@@ -15,6 +15,12 @@
 // state and the one thread-safe accelerator, so one request's enclave work (quantizing,
 // checking, pooling, ...) overlaps another's accelerator products. run_many() drives that
 // with one thread per instance.
+//
+// Batches: compiled with dimension 0 of its variable-batch inputs bound to B, a run carries B
+// images, with one blinded transfer and one product per outsourced layer for all of them and one
+// B-image unblinding term; a partial batch (run's `images`) sends and checks only its real
+// images. Each image is quantized with its own scales (RuntimeOptions::images),
+// so an image's output is bitwise what it gets alone and owes nothing to the other images.
 #pragma once
 
 #include <condition_variable>
@@ -87,8 +93,11 @@ class HybridModel {
 
   const std::vector<cpu::TensorInfo>& inputs() const;
   const std::vector<cpu::TensorInfo>& outputs() const;
-  // As cpu::CompiledModel::run. Thread-safe; blocks while all instances are busy.
-  Status run(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs);
+  // As cpu::CompiledModel::run. Thread-safe; blocks while all instances are busy. `images` in
+  // 1..images(): only the first `images` images of the batch are real, the rest padding (their
+  // outputs are meaningless); their outsourced products are neither sent nor computed
+  // (ActiveImages, outsourced_linear.h). 0: all.
+  Status run(std::span<const ConstTensorView> inputs, std::vector<Tensor>& outputs, int64_t images = 0);
   // Runs every request, up to pipeline_depth at once; outputs[i] for requests[i]. The first
   // error is returned (other requests still run).
   Status run_many(std::span<const std::vector<ConstTensorView>> requests, std::vector<std::vector<Tensor>>& outputs);
@@ -98,6 +107,8 @@ class HybridModel {
   HybridStats stats() const;
   const std::vector<std::unique_ptr<OutsourcedLayer>>& layers() const;
   const cpu::CompiledModel& instance(size_t i) const { return *instances_[i]; }
+  // Images per run whose quantization scales are separate (RuntimeOptions::images; 1 unbatched).
+  int64_t images() const { return runtime_->options().images; }
   // The untrusted side's storage (what a malicious host controls; tests tamper with it).
   HostMaskStore& host_store() { return *store_; }
   MaskVault& vault() { return *runtime_->vault(); }

@@ -86,6 +86,10 @@ class OutsourcedKernel final : public cpu::Kernel {
       : runtime_(runtime), layer_(layer), prg_(runtime->pad_key()),
         src_count_(static_cast<size_t>(numel(layer->src_shape))),
         dst_count_(static_cast<size_t>(numel(layer->dst_shape))) {
+    const int64_t per_image = static_cast<int64_t>(src_count_) / layer->images;
+    chunks_per_image_ = std::max<int64_t>(1, (per_image + kParallelCount - 1) / kParallelCount);
+    chunk_max_.assign(static_cast<size_t>(layer->images * chunks_per_image_), 0u);
+    x_scales_.assign(static_cast<size_t>(layer->images), 1.f);
     // The request's field buffers (blinded input, pad, product, W·r) live in the compiled model's
     // scratchpad, which every step of an instance shares one after another: one set sized for the
     // largest layer that stays warm in cache from layer to layer, instead of four cold buffers per
@@ -131,21 +135,35 @@ class OutsourcedKernel final : public cpu::Kernel {
     const size_t src_count = blinded_.size(), dst_count = result_.size();
     counters.layer_calls.fetch_add(1, std::memory_order_relaxed);
 
-    // 1-2. Quantize and blind.
+    // 1-2. Quantize and blind, with one scale per image (RuntimeOptions::images): the largest
+    // |x| of each image's block, over chunks of it in parallel.
     auto t0 = Clock::now();
     const float* src = src_;
-    const auto count = static_cast<int64_t>(src_count);
-    const int64_t chunks = (count + kParallelCount - 1) / kParallelCount;
-    uint32_t max_bits = 0;
-#pragma omp parallel for reduction(max : max_bits) if (chunks > 1)
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t at = c * kParallelCount;
-      max_bits = std::max(max_bits, max_abs_bits(src + at, std::min(kParallelCount, count - at)));
+    const int64_t images = L.images, per_image = static_cast<int64_t>(src_count) / images, cpi = chunks_per_image_;
+    // A partial batch (ActiveImages): only its first `active` images are quantized, blinded, sent,
+    // checked and unblinded; the rest of dst is zero (padding, whose outputs the caller drops).
+    int64_t active = images;
+    if (images > 1) {
+      const int64_t a = ActiveImages::current();
+      if (a >= 1 && a < images) active = a;
     }
-    if (max_bits >= 0x7f800000u) return fail_layer(invalid_argument("non-finite activation in the layer's input"));
-    float max_abs;
-    std::memcpy(&max_abs, &max_bits, sizeof(max_abs));
-    const float x_scale = max_abs > 0.f ? max_abs / static_cast<float>(kQuantMax) : 1.f;
+    const size_t src_active = src_count / static_cast<size_t>(images) * static_cast<size_t>(active);
+    const size_t dst_active = dst_count / static_cast<size_t>(images) * static_cast<size_t>(active);
+    const int64_t tasks = active * cpi;
+    uint32_t* chunk_max = chunk_max_.data();
+#pragma omp parallel for if (static_cast<int64_t>(src_active) > kParallelCount)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t off = (t % cpi) * kParallelCount;
+      chunk_max[t] = max_abs_bits(src + (t / cpi) * per_image + off, std::min(kParallelCount, per_image - off));
+    }
+    for (int64_t i = 0; i < active; ++i) {
+      uint32_t max_bits = 0;
+      for (int64_t c = 0; c < cpi; ++c) max_bits = std::max(max_bits, chunk_max[i * cpi + c]);
+      if (max_bits >= 0x7f800000u) return fail_layer(invalid_argument("non-finite activation in the layer's input"));
+      float max_abs;
+      std::memcpy(&max_abs, &max_bits, sizeof(max_abs));
+      x_scales_[static_cast<size_t>(i)] = max_abs > 0.f ? max_abs / static_cast<float>(kQuantMax) : 1.f;
+    }
     MaskVault& vault = *runtime_->vault();
     const bool blind = !runtime_->options().insecure_no_blinding;
     bool inline_mask = false;
@@ -159,24 +177,31 @@ class OutsourcedKernel final : public cpu::Kernel {
       counter = vault.new_counter(L.index);
       inline_mask = true;
     }
+    // The whole pad, whose W·r term was computed over all images (the PRG's words depend on the
+    // pad's length); a partial batch uses its first images' part, the rest is never sent.
     Status ps = blind ? prg_.generate(L.index, *counter, pad_) : ok_status();
     if (!ps.ok()) {
       (void)vault.retire(L.index, *counter);
       return fail_layer(ps);
     }
-    const float inv = 1.f / x_scale;
+    const float* x_scales = x_scales_.data();
     const uint32_t* pad = pad_.data();
     uint32_t* blinded = blinded_.data();
-#pragma omp parallel for if (chunks > 1)
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t at = c * kParallelCount;
-      quantize_blind(src + at, std::min(kParallelCount, count - at), inv, pad + at, blinded + at);
+#pragma omp parallel for if (static_cast<int64_t>(src_active) > kParallelCount)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t at = (t / cpi) * per_image + (t % cpi) * kParallelCount;
+      quantize_blind(src + at, std::min(kParallelCount, per_image - (t % cpi) * kParallelCount), 1.f / x_scales[t / cpi], pad + at,
+                     blinded + at);
     }
     counters.quantize_blind_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
 
     // 3. The untrusted product.
     t0 = Clock::now();
-    Status as = runtime_->options().accelerator->run(L.accel_handle, L.src_shape, blinded_, result_);
+    Shape shape = L.src_shape;
+    shape[0] = shape[0] / images * active;
+    const std::span<const uint32_t> blinded_part = std::span<const uint32_t>(blinded_).first(src_active);
+    const std::span<uint32_t> result_part = result_.first(dst_active), unblind_part = unblind_.first(dst_active);
+    Status as = runtime_->options().accelerator->run(L.accel_handle, shape, blinded_part, result_part);
     counters.accelerator_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
     if (!as.ok()) {
       (void)vault.retire(L.index, *counter);
@@ -186,7 +211,7 @@ class OutsourcedKernel final : public cpu::Kernel {
     // 4. Well-formed, then Freivalds.
     t0 = Clock::now();
     {
-      if (!accel::all_field_elements(result_)) {
+      if (!accel::all_field_elements(result_part)) {
         (void)vault.retire(L.index, *counter);
         counters.verification_failures.fetch_add(1, std::memory_order_relaxed);
         return fail_layer(data_loss("the accelerator returned values outside Z_p; the request is refused"));
@@ -194,7 +219,7 @@ class OutsourcedKernel final : public cpu::Kernel {
     }
     if (L.check.repetitions() > 0) {
       counters.verifications.fetch_add(1, std::memory_order_relaxed);
-      const int bad = L.check.first_failure(blinded_, result_);
+      const int bad = L.check.first_failure(blinded_part, result_part);
       if (bad >= 0) {
         (void)vault.retire(L.index, *counter);
         counters.verification_failures.fetch_add(1, std::memory_order_relaxed);
@@ -211,7 +236,9 @@ class OutsourcedKernel final : public cpu::Kernel {
     if (!blind) {
       std::fill(unblind_.begin(), unblind_.end(), 0u);
     } else if (inline_mask) {
-      Status ts = runtime_->options().trusted->run(L.trusted_handle, L.src_shape, pad_, unblind_);
+      // W·r of the first images is the first images' part of W·r (conv and matmul act per row).
+      Status ts = runtime_->options().trusted->run(L.trusted_handle, shape, std::span<const uint32_t>(pad_).first(src_active),
+                                                   unblind_part);
       Status rs = vault.retire(L.index, *counter);
       if (!ts.ok()) return fail_layer(ts);
       if (!rs.ok()) return fail_layer(rs);
@@ -237,18 +264,21 @@ class OutsourcedKernel final : public cpu::Kernel {
     const int64_t channels = L.dst_shape[1];
     const int64_t inner = L.spec.kind == accel::LinearSpec::Kind::kConv2d ? L.positions : 1;
     const int64_t rows = static_cast<int64_t>(dst_count) / (channels * inner);
-#pragma omp parallel for collapse(2) if (static_cast<int64_t>(dst_count) > kParallelCount)
-    for (int64_t r = 0; r < rows; ++r) {
+    const int64_t rows_per_image = rows / images;  // images divides dimension 0, hence rows
+    const int64_t rows_active = rows_per_image * active;
+#pragma omp parallel for collapse(2) if (static_cast<int64_t>(dst_active) > kParallelCount)
+    for (int64_t r = 0; r < rows_active; ++r) {
       for (int64_t ch = 0; ch < channels; ++ch) {
-        const float scale = x_scale * L.weight_scales[static_cast<size_t>(ch)];
+        const float scale = x_scales[r / rows_per_image] * L.weight_scales[static_cast<size_t>(ch)];
         const float bias = L.bias.empty() ? 0.f : L.bias[static_cast<size_t>(ch)];
         const size_t base = static_cast<size_t>((r * channels + ch) * inner);
         unblind_dequantize(result_.data() + base, unblind_.data() + base, inner, scale, bias,
                            residual == nullptr ? nullptr : residual + base, fused_relu, dst_ + base);
       }
     }
+    if (dst_active < dst_count) std::memset(dst_ + dst_active, 0, (dst_count - dst_active) * sizeof(float));
     if (post.size() > fused) {
-      ops::apply_post_ops(std::span(post).subspan(fused), dst_, static_cast<int64_t>(dst_count), residual_);
+      ops::apply_post_ops(std::span(post).subspan(fused), dst_, static_cast<int64_t>(dst_active), residual_);
     }
     counters.dequantize_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
     return ok_status();
@@ -260,13 +290,22 @@ class OutsourcedKernel final : public cpu::Kernel {
   static size_t padded_bytes(size_t count) { return (count * sizeof(uint32_t) + 63) / 64 * 64; }
 
   size_t src_count_, dst_count_;
+  int64_t chunks_per_image_ = 1;
+  std::vector<uint32_t> chunk_max_;  // largest |x| bits per (image, chunk)
+  std::vector<float> x_scales_;      // per image
   std::span<uint32_t> blinded_, pad_, result_, unblind_;  // in the scratchpad (bind)
   const float* src_ = nullptr;
   const float* residual_ = nullptr;
   float* dst_ = nullptr;
 };
 
+thread_local int64_t t_active_images = 0;
+
 }  // namespace
+
+ActiveImages::ActiveImages(int64_t n) : previous_(t_active_images) { t_active_images = n; }
+ActiveImages::~ActiveImages() { t_active_images = previous_; }
+int64_t ActiveImages::current() { return t_active_images; }
 
 HybridRuntime::HybridRuntime(RuntimeOptions options) : options_(std::move(options)) {
   if (!options_.trusted) options_.trusted = std::make_shared<ExactLinear>();
@@ -367,6 +406,11 @@ Result<std::unique_ptr<OutsourcedLayer>> HybridRuntime::build_layer(cpu::KernelI
         for (float& v : L->bias) v *= beta;
       }
     }
+  }
+  // Per-image scales (RuntimeOptions::images): dimension 0 must split into whole images.
+  if (options_.images > 1) {
+    if (x->shape[0] % options_.images != 0) return std::unique_ptr<OutsourcedLayer>{};
+    L->images = options_.images;
   }
   const int64_t cout = spec.weight_shape[0];
   const int64_t row = numel(spec.weight_shape) / cout;

@@ -6,7 +6,8 @@
 // ...) keeps the engine's own CPU kernels, inside the enclave. A claimed node requires plain
 // (row-major) inputs and writes a plain output. Per call, one path gives privacy and integrity:
 //
-//   1. quantize x to int8 (per-tensor scale; weights were quantized per output channel at build)
+//   1. quantize x to int8 (one scale per image of the batch, see RuntimeOptions::images; weights
+//      were quantized per output channel at build)
 //   2. blind: x' = x_q + r mod p, r the one-time pad of (layer, use counter) (pad_prg.h)
 //   3. y' = accelerator.run(x')                        (untrusted; may lie or fail)
 //   4. reject values >= p; Freivalds-check y' against x' (freivalds.h), `repetitions` times
@@ -53,6 +54,7 @@ struct OutsourcedLayer {
   Shape src_shape;              // as the accelerator sees it: [N, C, H, W] or [M, K]
   Shape dst_shape;              // [N, Cout, Ho, Wo] or [M, Nout]
   int64_t positions = 1;        // conv: Ho·Wo (channel of dst element i = i / positions % Cout)
+  int64_t images = 1;           // src and dst are this many equal image-major blocks, each with its own x scale
   std::vector<float> weight_scales;  // per output channel, times the node's alpha
   std::vector<float> bias;           // per output channel, or empty
   std::vector<ir::PostOp> post_ops;
@@ -78,9 +80,37 @@ struct RuntimeOptions {
   // sees the activations. The baseline "plain accelerator" of bench/bench_hybrid.py.
   bool insecure_no_blinding = false;
   int64_t min_flops = 0;  // nodes with fewer FLOPs stay in the enclave
+  // The batch the model is compiled for (HybridModel::compile: the common dimension 0 of inputs
+  // whose dimension 0 is variable, else 1). Each outsourced layer's input is quantized with one
+  // scale per image, not one over the whole batch, so that an image's result does not depend on
+  // the images it was batched with: batched outputs are bitwise those of the image alone, and no
+  // value of one image (its largest |x|) reaches another's output. This assumes image-major
+  // activations (dimension 0 of every outsourced layer's input a multiple of `images`, as in
+  // NCHW convolutions and [batch·rows, K] matmuls); a layer whose input is not is left in the
+  // enclave (never quantized across images).
+  int64_t images = 1;
   // Private slices (TEESlice): nodes (by name, after optimization) whose weights must never
   // leave the enclave; they run on the engine's kernels inside it.
   std::set<std::string> private_nodes;
+};
+
+// A partial batch: while one is alive on a thread, the outsourced kernels that thread runs (the
+// engine runs an instance's steps on the caller's thread) treat only the first `n` images of a
+// batch as real: they quantize, blind, send, check and unblind those alone and write zeros for
+// the others (padding, whose outputs the caller drops), so a batch of k < B requests costs the
+// accelerator k images, not B. The unblinding term is still one B-image term, consumed once; the
+// pad's unsent part is never revealed. The accelerator learns k (the host, which relays every
+// request, knows it anyway). Without one (0, or n >= B) every image is real: the safe default.
+class ActiveImages {
+ public:
+  explicit ActiveImages(int64_t n);
+  ~ActiveImages();
+  ActiveImages(const ActiveImages&) = delete;
+  ActiveImages& operator=(const ActiveImages&) = delete;
+  static int64_t current();  // 0: all
+
+ private:
+  int64_t previous_;
 };
 
 class HybridRuntime {

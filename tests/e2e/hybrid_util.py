@@ -3,7 +3,7 @@
 HybridDeployment is tests/e2e/deployment.py's Deployment with per-model modes in the manifest: after
 the usual preparation (seal, manifest, measure, policy) it rewrites the manifest's entries of the
 hybrid models ("mode": "hybrid", verify_bits, a small unblinding pool, optionally pipeline_depth;
-hybrid models run batch 1)
+hybrid models run batch 1 unless max_batch_size is given, then they batch dynamically)
 and measures the enclave again, so that MRENCLAVE and the client policy cover the modes. `tenet
 serve` then starts the accelerator itself (--accelerator auto); the serving line it prints is kept
 in `serving_info` (its "accelerator" entry has the accelerator's pid, its "modes" the modes).
@@ -18,10 +18,12 @@ from deployment import Deployment, tenet_bin
 
 class HybridDeployment(Deployment):
     def __init__(self, workdir: Path, tee_model: str, hybrid_model: str, verify_bits: int = 40, unblind_pool: int = 2,
-                 pipeline_depth: int | None = None, **kwargs):
+                 pipeline_depth: int | None = None, max_batch_size: int | None = None,
+                 max_queue_delay_us: int | None = None, **kwargs):
         super().__init__(workdir, tee_model, extra_models=(hybrid_model,), **kwargs)
         self.tee_model, self.hybrid_model = tee_model, hybrid_model
         self.verify_bits, self.unblind_pool, self.pipeline_depth = verify_bits, unblind_pool, pipeline_depth
+        self.max_batch_size, self.max_queue_delay_us = max_batch_size, max_queue_delay_us
         self.serving_info: dict = {}
 
     def prepare(self):
@@ -33,6 +35,10 @@ class HybridDeployment(Deployment):
                 entry.update({"mode": "hybrid", "verify_bits": self.verify_bits, "unblind_pool": self.unblind_pool})
                 if self.pipeline_depth is not None:
                     entry["pipeline_depth"] = self.pipeline_depth
+                if self.max_batch_size is not None:
+                    entry["max_batch_size"] = self.max_batch_size
+                if self.max_queue_delay_us is not None:
+                    entry["max_queue_delay_us"] = self.max_queue_delay_us
         self.manifest.write_text(json.dumps(manifest, indent=2) + "\n")
         out = self.run("measure", "--binary", tenet_bin(), "--config", str(self.manifest)).stdout
         self.mrenclave = out.split()[0]

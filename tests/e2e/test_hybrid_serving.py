@@ -289,3 +289,55 @@ def test_accelerator_restarts_zero_leaves_a_dead_accelerator_down(tmp_path_facto
         assert (_metric(d, "tenet_accelerator_restarts_total") or 0) == 0
     finally:
         d.stop()
+
+
+def test_dynamic_batching_serves_concurrent_clients_correctly(tmp_path_factory, tmp_path):
+    """max_batch_size 4: concurrent clients' requests run as one batch (one blinded transfer and one
+    product per layer for the batch), every client gets the engine's answer, and the metadata shows
+    the batch dimension as -1."""
+    import threading
+    from tenet_client import TenetClient
+    d = HybridDeployment(tmp_path_factory.mktemp("hybrid-batch"), TEE, HYBRID, enclaves=1, threads=2,
+                         max_batch_size=4, max_queue_delay_us=3_000_000)
+    try:
+        d.prepare().start_keybroker().start_server()
+        d.attest()
+        want = engine_output(HYBRID, tmp_path)
+        x = np.load(export_reference(HYBRID).input)
+        cert = str(d.dir / "server.pem")
+        with TenetClient(d.http, cert=cert, timeout=120) as c:
+            md = c.metadata(HYBRID)
+            assert md["inputs"][0]["shape"][0] == -1 and md["outputs"][0]["shape"][0] == -1
+        results: dict[int, object] = {}
+
+        def client(i: int):
+            try:
+                with TenetClient(d.http, cert=cert, timeout=120) as c:
+                    # Client 0 sends two rows at once; the others one each.
+                    results[i] = c.infer(HYBRID, {"input": np.concatenate([x, x]) if i == 0 else x})["output"]
+            except Exception as e:  # noqa: BLE001 - reported below
+                results[i] = e
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        rows = []
+        for i in range(3):
+            got = results[i]
+            assert isinstance(got, np.ndarray), f"client {i}: {got}"
+            assert got.shape[0] == (2 if i == 0 else 1)
+            rows += list(got)
+        for row in rows:
+            assert int(np.argmax(row)) == int(np.argmax(want))
+            assert relative_l2(row[None], want) <= 0.05
+            assert np.array_equal(row, rows[0])  # each row is quantized alone: same image, same bits
+        with TenetClient(d.http, cert=cert, timeout=60) as c:
+            status, _, body = c._request("GET", f"/v2/models/{HYBRID}/stats")
+        assert status == 200, body
+        st = next(m for m in json.loads(body)["model_stats"] if m["name"] == HYBRID)
+        assert st["inference_count"] == 4
+        assert st["execution_count"] == 1  # the four rows filled one batch
+    finally:
+        d.stop()

@@ -45,7 +45,7 @@ TEST(ManifestMode, HybridWithDefaults) {
   EXPECT_FALSE(mm.allow_unverified);
   EXPECT_EQ(mm.unblind_pool, 16);
   EXPECT_EQ(mm.pipeline_depth, 1);
-  EXPECT_EQ(mm.max_batch_size, 0);  // hybrid runs batch 1, fixed shapes
+  EXPECT_EQ(mm.max_batch_size, 0);  // hybrid runs batch 1 unless asked (not the tee default 8)
   EXPECT_EQ(mm.mode_claim(), "hybrid:40");
 }
 
@@ -56,6 +56,20 @@ TEST(ManifestMode, HybridWithParameters) {
   EXPECT_EQ(m->models[0].unblind_pool, 3);
   EXPECT_EQ(m->models[0].pipeline_depth, 4);
   EXPECT_EQ(m->models[0].mode_claim(), "hybrid:64");
+  EXPECT_EQ(m->models[0].max_batch_size, 0);  // 1: batch 1, no batch dimension shown
+}
+
+TEST(ManifestMode, HybridDynamicBatching) {
+  auto m = parse(R"("mode": "hybrid", "max_batch_size": 8, "max_queue_delay_us": 500, "pipeline_depth": 2)");
+  ASSERT_TRUE(m.ok()) << m.status().to_string();
+  EXPECT_EQ(m->models[0].max_batch_size, 8);
+  EXPECT_EQ(m->models[0].max_queue_delay_us, 500u);
+  auto zero = parse(R"("mode": "hybrid", "max_batch_size": 0)");
+  ASSERT_TRUE(zero.ok()) << zero.status().to_string();
+  EXPECT_EQ(zero->models[0].max_batch_size, 0);
+  auto most = parse(R"("mode": "hybrid", "max_batch_size": 64)");
+  ASSERT_TRUE(most.ok()) << most.status().to_string();
+  EXPECT_EQ(most->models[0].max_batch_size, 64);
 }
 
 TEST(ManifestMode, UnverifiedNeedsExplicitConsent) {
@@ -87,7 +101,10 @@ TEST(ManifestMode, HostileValues) {
   expect_error(R"("mode": "hybrid", "pipeline_depth": 0)", "pipeline_depth");
   expect_error(R"("mode": "hybrid", "pipeline_depth": 65)", "pipeline_depth");
   expect_error(R"("mode": "hybrid", "pipeline_depth": 2.5)", "pipeline_depth");
-  expect_error(R"("mode": "hybrid", "max_batch_size": 8)", "batch 1");
+  expect_error(R"("mode": "hybrid", "max_batch_size": 65)", "max_batch_size must be 0..64");
+  expect_error(R"("mode": "hybrid", "max_batch_size": -2)", "max_batch_size");
+  expect_error(R"("mode": "hybrid", "max_batch_size": 2.5)", "max_batch_size");
+  expect_error(R"("mode": "hybrid", "max_queue_delay_us": -1)", "max_queue_delay_us");
   expect_error(R"("mode": "hybrid", "verifybits": 40)", "unknown key");
 }
 

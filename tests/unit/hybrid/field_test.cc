@@ -248,6 +248,17 @@ TEST(HybridExactLinear, MatchesTheAcceleratorsReference) {
     std::vector<uint32_t> x2 = x;
     x2[x2.size() / 3] = add_mod(x2[x2.size() / 3], 5);
     EXPECT_GE(check->first_failure(x2, mine), 0);
+    // A partial batch: the first image (conv) / row (matmul) alone, checked with the prefix of
+    // the same vectors; a change in it is caught; sizes that are no prefix are refused.
+    const size_t x1 = x.size() / static_cast<size_t>(c.x[0]), y1 = mine.size() / static_cast<size_t>(c.x[0]);
+    const std::span<const uint32_t> xs(x), ys(mine);
+    EXPECT_EQ(check->first_failure(xs.first(x1), ys.first(y1)), -1);
+    std::vector<uint32_t> bad1(mine.begin(), mine.begin() + static_cast<std::ptrdiff_t>(y1));
+    bad1[y1 / 2] = add_mod(bad1[y1 / 2], 1);
+    EXPECT_EQ(check->first_failure(xs.first(x1), bad1), 0);
+    EXPECT_EQ(check->first_failure(xs.first(x1), ys.first(y1 - 1)), 0);
+    EXPECT_EQ(check->first_failure(xs.first(x1 - 1), ys.first(y1)), 0);
+    EXPECT_EQ(check->first_failure(xs.first(0), ys.first(0)), 0);
   }
 }
 

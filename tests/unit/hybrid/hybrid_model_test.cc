@@ -21,9 +21,9 @@ using testing::MaliciousAccelerator;
 
 // x[2,3,8,8] -> Conv+Relu -> Conv(+residual, Relu) -> grouped strided Conv -> GlobalAveragePool
 // -> Flatten -> MatMul + bias (FusedMatMul) + Relu -> Gemm(transB) -> y[2,10]
-std::string small_model() {
+std::string small_model(int64_t batch_dim = 2) {
   ModelBuilder b;
-  b.input("x", {2, 3, 8, 8}).output("y");
+  b.input("x", {batch_dim, 3, 8, 8}).output("y");
   b.random_initializer("w1", {8, 3, 3, 3}, 0.3f).random_initializer("b1", {8}, 0.1f);
   b.random_initializer("w2", {8, 8, 3, 3}, 0.15f).random_initializer("b2", {8}, 0.1f);
   b.random_initializer("w3", {8, 4, 3, 3}, 0.2f).random_initializer("b3", {8}, 0.1f);
@@ -364,6 +364,47 @@ TEST(HybridModel, PipelinedRequestsMatchSequentialOnes) {
     EXPECT_EQ(0, std::memcmp(one[0].data(), outs[i][0].data(), one[0].size_bytes())) << i;
   }
   EXPECT_EQ(f.model->stats().requests, 16);
+}
+
+// A batch dimension bound to 3: each image is quantized with its own scales, so every row of a
+// batch (here next to an image 1000 times larger) is bitwise its output at batch 1. A fixed
+// dimension 0 is no batch: one scale over the tensor, as before.
+TEST(HybridModel, EachImageOfABatchHasItsOwnScales) {
+  const ir::Graph g = import_bytes(small_model(-1));
+  auto accel = testing::honest_accelerator();
+  HybridOptions o;
+  o.accelerator = accel;
+  o.masks_to_precompute = 1;
+  o.threads = 1;
+  auto three = HybridModel::compile(g, {{"x", {3, 3, 8, 8}}}, o);
+  auto one = HybridModel::compile(g, {{"x", {1, 3, 8, 8}}}, o);
+  ASSERT_TRUE(three.ok()) << three.status().to_string();
+  ASSERT_TRUE(one.ok()) << one.status().to_string();
+  EXPECT_EQ((*three)->images(), 3);
+  EXPECT_EQ((*one)->images(), 1);
+  EXPECT_EQ((*three)->stats().outsourced_layers, 5);  // every conv and matmul still outsourced
+  Tensor x = random_input({3, 3, 8, 8}, 7);
+  for (int64_t i = 192; i < 384; ++i) x.as<float>()[i] *= 1000.f;
+  std::vector<Tensor> batched;
+  ASSERT_TRUE(run_once(**three, x, batched).ok());
+  const size_t row = batched[0].size_bytes() / 3;
+  for (int64_t r = 0; r < 3; ++r) {
+    Tensor xr = Tensor::from_vector<float>({1, 3, 8, 8}, std::vector<float>(x.as<float>() + r * 192, x.as<float>() + (r + 1) * 192));
+    std::vector<Tensor> alone;
+    ASSERT_TRUE(run_once(**one, xr, alone).ok());
+    ASSERT_EQ(alone[0].size_bytes(), row);
+    EXPECT_EQ(0, std::memcmp(static_cast<const std::byte*>(batched[0].data()) + r * row, alone[0].data(), row)) << "row " << r;
+  }
+  // A partial batch: two real images, the third padding; the real rows are unchanged.
+  std::vector<Tensor> partial;
+  const int64_t consumed = (*three)->stats().masks_consumed + (*three)->stats().masks_inline;
+  ASSERT_TRUE((*three)->run(std::vector<ConstTensorView>{x.view()}, partial, 2).ok());
+  EXPECT_EQ(0, std::memcmp(partial[0].data(), batched[0].data(), 2 * row));
+  EXPECT_EQ((*three)->stats().masks_consumed + (*three)->stats().masks_inline, consumed + 5);  // one term per layer
+  EXPECT_FALSE((*three)->run(std::vector<ConstTensorView>{x.view()}, partial, 4).ok());
+  Fixture fixed = make_fixture(40, 1);
+  ASSERT_TRUE(fixed.model);
+  EXPECT_EQ(fixed.model->images(), 1);
 }
 
 // resnet18 (torchvision, random weights with seed 0, exported by tests/models/export_models.py;
