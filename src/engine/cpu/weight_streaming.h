@@ -32,6 +32,14 @@
 // AES-128-GCM in untrusted memory under a key that never leaves the enclave (TEESlice's
 // "untrusted memory as an encrypted cache"), so a streamed weight costs one decryption per run,
 // with no page faults and no evictions, instead of secure paging at 4 KiB granularity.
+//
+// Loading is bounded the same way (deferred constants, ir/graph.h): with an import option carrying
+// a store, the importer seals each large initializer into it as it reads it, the passes that
+// rewrite a weight (BN folding, tiling) read it back and seal the result, and the compiler
+// materializes a node's weights only while it builds that node's kernel (which copies them into
+// its own layout; the copy then moves to the streaming store as above). A tenet_gemv weight, used
+// as is, goes from store to store piece by piece without ever being whole in memory. So the peak
+// while loading is one layer's weights (twice) beside the plan, not the model.
 #pragma once
 
 #include <cstdint>
