@@ -171,7 +171,18 @@ int cmd_run(const RunArgs& a) {
   } else if (a.memory != "planned") {
     return fail(tenet::invalid_argument("--memory {} needs --enclave sim", a.memory));
   }
-  auto graph = tenet::onnx_import::import_model_file(a.model);
+  tenet::onnx_import::ImportOptions import;
+  if (enclave && a.memory == "planned") {
+    // Bounded loading: the model's large weights go into sealed untrusted memory as they are read
+    // (deferred constants, ir/graph.h), and the compiler materializes each only while it builds the
+    // kernel that takes it; so loading stays within the budget like the steady state. This store
+    // lives only while the model loads (the streaming plan's store below keeps the kernels' weights).
+    auto st = tenet::epc::SealedWeightStore::create();
+    if (!st.ok()) return fail(st.status());
+    import.constant_store = std::move(st).value();
+  }
+  auto graph = tenet::onnx_import::import_model_file(a.model, import);
+  import.constant_store.reset();  // the graph holds it now
   if (!graph.ok()) return fail(graph.status());
   std::map<std::string, tenet::Tensor> feeds;
   std::map<std::string, Shape> shapes;
@@ -354,7 +365,7 @@ int inspect_epc(const InspectArgs& a, tenet::ir::Graph graph, const std::map<std
   const uint64_t io = plan_budget->io_bytes;
   // What naive mode commits: the imported weights, the kernels' copies, one buffer per activation.
   uint64_t imported = 0;
-  for (const auto& v : graph.values) imported += v.is_constant() ? v.constant.size_bytes() : 0;
+  for (const auto& v : graph.values) imported += v.constant_bytes();
   tenet::cpu::CompileOptions naive_opts;
   naive_opts.no_buffer_reuse = true;
   auto naive = tenet::cpu::compile_model(graph, shapes, naive_opts);

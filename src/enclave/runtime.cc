@@ -159,7 +159,15 @@ Result<std::shared_ptr<serving::ServedModel>> load_model(attest::Platform& platf
   };
   TENET_ASSIGN_OR_RETURN(seal::SecretBytes key,
                          keybroker::fetch_resource(o.keybroker_url, mm.key_resource, o.platform, evidence));
-  auto graph = reader.load_graph(key.view());
+  onnx_import::ImportOptions import;
+  if (planned_budget_bytes > 0 && !mm.hybrid()) {
+    // Bounded loading: chunk by chunk, the large weights deferred into sealed untrusted memory
+    // (seal::PackageReader::load_graph), materialized one kernel at a time while compiling, so that
+    // loading stays within the model's budget like the steady state. Hybrid models never defer.
+    TENET_ASSIGN_OR_RETURN(import.constant_store, epc::SealedWeightStore::create());
+  }
+  auto graph = reader.load_graph(key.view(), import);
+  import.constant_store.reset();  // the graph holds it while it needs it
   if (!graph.ok()) return graph.status().with_context("model '" + mm.name + "'");
   if (mm.hybrid()) {
     if (planned_budget_bytes > 0) {

@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "crypto/crypto.h"
@@ -44,26 +45,47 @@ Result<std::shared_ptr<SealedWeightStore>> SealedWeightStore::create() {
 SealedWeightStore::~SealedWeightStore() { explicit_bzero(key_.data(), key_.size()); }
 
 Result<uint32_t> SealedWeightStore::put(std::span<const std::byte> data, uint64_t piece_bytes) {
+  return seal_entry(data.size(), piece_bytes, [&data](uint64_t off, size_t n) -> Result<const uint8_t*> {
+    return reinterpret_cast<const uint8_t*>(data.data()) + off;
+  });
+}
+
+Result<uint32_t> SealedWeightStore::put_from(uint64_t size, uint64_t piece_bytes, const Filler& fill) {
+  // One chunk of plaintext, wiped when done: it is a weight in the clear.
+  std::vector<uint8_t> chunk;
+  struct Wipe {
+    std::vector<uint8_t>& b;
+    ~Wipe() { if (!b.empty()) explicit_bzero(b.data(), b.size()); }
+  } wipe{chunk};
+  return seal_entry(size, piece_bytes, [&](uint64_t off, size_t n) -> Result<const uint8_t*> {
+    chunk.resize(std::max(chunk.size(), n));
+    TENET_RETURN_IF_ERROR(fill(off, std::span(reinterpret_cast<std::byte*>(chunk.data()), n)));
+    return chunk.data();
+  });
+}
+
+Result<uint32_t> SealedWeightStore::seal_entry(uint64_t size, uint64_t piece_bytes,
+                                               const std::function<Result<const uint8_t*>(uint64_t, size_t)>& plaintext) {
   auto e = std::make_unique<Entry>();
-  e->size = data.size();
+  e->size = size;
   e->chunk_bytes = piece_bytes > 0 ? piece_bytes : kChunkBytes;
   if (e->chunk_bytes > (uint64_t{1} << 32)) return invalid_argument("sealed weight store: pieces of {} bytes", piece_bytes);
-  const size_t chunks = chunk_count(data.size(), e->chunk_bytes);
+  const size_t chunks = chunk_count(size, e->chunk_bytes);
   if (chunks > UINT32_MAX) return invalid_argument("sealed weight store: {} chunks in one entry", chunks);
-  e->sealed.resize(data.size() + chunks * kTag);
+  e->sealed.resize(size + chunks * kTag);
   uint32_t id = 0;
   {
     std::lock_guard lock(mu_);
     id = static_cast<uint32_t>(entries_.size());
     entries_.push_back(nullptr);  // reserves the id
   }
-  const auto* src = reinterpret_cast<const uint8_t*>(data.data());
   const uint64_t cb = e->chunk_bytes;
   for (size_t c = 0; c < chunks; ++c) {
-    const size_t off = c * cb, n = std::min<size_t>(cb, data.size() - off);
+    const size_t off = c * cb, n = std::min<size_t>(cb, size - off);
+    TENET_ASSIGN_OR_RETURN(const uint8_t* src, plaintext(off, n));
     const auto iv = chunk_iv(id, static_cast<uint32_t>(c));
     const auto aad = chunk_aad(store_id_, id, static_cast<uint32_t>(c), e->size, cb);
-    TENET_RETURN_IF_ERROR(crypto::aes128gcm_seal_into(key_, iv, aad, std::span(src + off, n),
+    TENET_RETURN_IF_ERROR(crypto::aes128gcm_seal_into(key_, iv, aad, std::span(src, n),
                                                       std::span(e->sealed.data() + off + c * kTag, n + kTag)));
   }
   std::lock_guard lock(mu_);

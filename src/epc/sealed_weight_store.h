@@ -20,6 +20,7 @@
 #pragma once
 
 #include <array>
+#include <functional>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -41,6 +42,8 @@ class SealedWeightStore final : public cpu::WeightStore {
   ~SealedWeightStore() override;
 
   Result<uint32_t> put(std::span<const std::byte> data, uint64_t piece_bytes) override;
+  // Seals each chunk as `fill` produces it: only one chunk of plaintext exists at a time.
+  Result<uint32_t> put_from(uint64_t size, uint64_t piece_bytes, const Filler& fill) override;
   Status get(uint32_t id, std::span<std::byte> dst) override;
   Status get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) override;
   uint64_t stored_bytes() const override;
@@ -59,6 +62,9 @@ class SealedWeightStore final : public cpu::WeightStore {
     std::vector<uint8_t> sealed;  // untrusted: per chunk, ciphertext then tag
   };
   Result<const Entry*> entry(uint32_t id) const;
+  // Seals an entry of `size` bytes chunk by chunk; `plaintext(offset, n)` gives each chunk's bytes.
+  Result<uint32_t> seal_entry(uint64_t size, uint64_t piece_bytes,
+                              const std::function<Result<const uint8_t*>(uint64_t, size_t)>& plaintext);
   // Decrypts one chunk into `out`; kDataLoss naming the entry and chunk when it does not verify.
   Status open_chunk(uint32_t id, const Entry& e, size_t chunk, uint8_t* out) const;
   std::array<uint8_t, crypto::kAes128GcmKeyBytes> key_{};

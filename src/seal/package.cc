@@ -16,6 +16,7 @@
 
 #include "core/safe_math.h"
 #include "engine/onnx/importer.h"
+#include "engine/onnx/proto_importer.h"
 
 namespace tenet::seal {
 namespace {
@@ -669,9 +670,14 @@ Result<ChunkPlaintext> PackageReader::read_chunk(uint32_t index, ByteSpan model_
   return read_chunk_after_key_check(index, keys.enc.view());
 }
 
-Result<ir::Graph> PackageReader::load_graph(ByteSpan model_key) const {
+Result<ir::Graph> PackageReader::load_graph(ByteSpan model_key, const onnx_import::ImportOptions& import) const {
   TENET_RETURN_IF_ERROR(check_key(model_key));
   TENET_ASSIGN_OR_RETURN(DerivedKeys keys, derive_keys(model_key, info_.package_id));
+  if (import.constant_store) {
+    auto graph = load_graph_by_chunk(keys.enc.view(), import);
+    if (!graph.ok()) return graph.status().with_context(fmt::format("importing sealed package {}", short_id(info_.package_id)));
+    return graph;
+  }
   onnx::ModelProto model;
   // Wipes every tensor payload left in `model` on every exit path.
   struct ModelWiper {
@@ -703,6 +709,38 @@ Result<ir::Graph> PackageReader::load_graph(ByteSpan model_key) const {
       std::span(reinterpret_cast<const std::byte*>(serialized.data()), serialized.size()));
   if (!graph.ok()) return graph.status().with_context(fmt::format("importing sealed package {}", short_id(info_.package_id)));
   return graph;
+}
+
+Result<ir::Graph> PackageReader::load_graph_by_chunk(ByteSpan k_enc, const onnx_import::ImportOptions& import) const {
+  onnx::ModelProto model;
+  {
+    TENET_ASSIGN_OR_RETURN(ChunkPlaintext graph_chunk, read_chunk_after_key_check(0, k_enc));
+    TENET_RETURN_IF_ERROR(parse_proto(graph_chunk.bytes.view(), model, "graph chunk 0"));
+  }
+  if (model.graph().initializer_size() != 0) {
+    wipe_graph(*model.mutable_graph());
+    return data_loss("graph chunk 0 carries initializers; expected none");
+  }
+  onnx_import::ModelImporter importer(import);
+  TENET_RETURN_IF_ERROR(importer.begin(model));
+  for (uint32_t i = 1; i < chunk_count(); ++i) {
+    // One chunk at a time: its plaintext (SecretBytes, wiped when it goes) and its parsed
+    // initializers (wiped below) are gone before the next chunk is decrypted.
+    onnx::GraphProto weights;
+    struct Wiper {
+      onnx::GraphProto& g;
+      ~Wiper() { wipe_graph(g); }
+    } wiper{weights};
+    {
+      TENET_ASSIGN_OR_RETURN(ChunkPlaintext chunk, read_chunk_after_key_check(i, k_enc));
+      TENET_RETURN_IF_ERROR(parse_proto(chunk.bytes.view(), weights, fmt::format("weight chunk {}", i)));
+    }
+    if (weights.node_size() != 0 || weights.input_size() != 0 || weights.output_size() != 0) {
+      return data_loss("weight chunk {} holds more than initializers", i);
+    }
+    for (const auto& t : weights.initializer()) TENET_RETURN_IF_ERROR(importer.add_initializer(t));
+  }
+  return importer.finish(model);
 }
 
 }  // namespace tenet::seal

@@ -66,6 +66,7 @@
 #include "core/status.h"
 #include "crypto/crypto.h"
 #include "engine/ir/graph.h"
+#include "engine/onnx/importer.h"
 #include "seal/secret.h"
 
 namespace tenet::seal {
@@ -162,13 +163,20 @@ class PackageReader {
   Result<ChunkPlaintext> read_chunk(uint32_t index, crypto::ByteSpan model_key) const;
   // Decrypts every chunk, reassembles the ONNX model and imports it; every plaintext buffer is
   // wiped after the import.
-  Result<ir::Graph> load_graph(crypto::ByteSpan model_key) const;
+  //
+  // With import.constant_store (bounded loading, ir/graph.h), the graph is imported chunk by chunk
+  // instead: chunk 0 first, then each weight chunk's initializers as the chunk is decrypted, the
+  // large ones deferred into the store; each chunk's plaintext is wiped before the next is read, so
+  // no more than one chunk's plaintext (and none of the model's large weights) is in memory at a
+  // time. The graph equals the whole import's, constant for constant.
+  Result<ir::Graph> load_graph(crypto::ByteSpan model_key, const onnx_import::ImportOptions& import = {}) const;
 
  private:
   struct Source;
   PackageReader();
   static Result<PackageReader> parse(std::unique_ptr<Source> source);
   Result<ChunkPlaintext> read_chunk_after_key_check(uint32_t index, crypto::ByteSpan k_enc) const;
+  Result<ir::Graph> load_graph_by_chunk(crypto::ByteSpan k_enc, const onnx_import::ImportOptions& import) const;
 
   std::unique_ptr<Source> source_;
   PackageInfo info_;

@@ -330,3 +330,30 @@ def test_debug_enclave_refused_unless_policy_allows_debug(tmp_path):
         assert facts["debug"] is True
     finally:
         d.stop()
+
+
+def test_planned_enclave_loads_its_model_within_the_epc(tmp_path):
+    """tenet serve --epc --enclave-memory planned: the enclave imports the sealed package chunk by
+    chunk with its weights deferred into sealed untrusted memory (bounded loading), so neither
+    loading nor serving evicts a page; outputs equal the engine's."""
+    import urllib.request
+    d = Deployment(tmp_path, MODEL, enclaves=1, threads=1)
+    try:
+        d.prepare().start_keybroker().start_server(extra=("--epc", "8MiB", "--enclave-memory", "planned"))
+        d.attest()
+        out = tmp_path / "out"
+        d.run("infer", "--server", d.http, "--policy", str(d.policy), "--model", MODEL,
+              "--input", f"input={d.reference.input}", "--output-dir", str(out))
+        assert_close(np.load(out / "output.npy"), engine_output(d, tmp_path), "served from a planned enclave")
+        deadline = time.time() + 10
+        counters = {}
+        while time.time() < deadline and "evictions" not in counters:
+            time.sleep(0.5)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{d.metrics_port}/metrics", timeout=5).read().decode()
+            counters = {l.split('counter="')[1].split('"')[0]: float(l.split()[-1]) for l in text.splitlines()
+                        if l.startswith("tenet_enclave_epc{")}
+        assert "evictions" in counters, text
+        assert counters["evictions"] == 0, counters
+        assert counters["peak_resident_bytes"] <= 8 * 2**20
+    finally:
+        d.stop()

@@ -321,14 +321,24 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
     m.input_slots.push_back(value_slot[static_cast<size_t>(id)]);
     model->inputs_.push_back({v.name, v.dtype, v.shape});
   }
+  // A deferred constant (ir/graph.h) not in memory: its slot is a constant slot with this address
+  // until the constant is materialized; no step reads a constant through it at run time (those
+  // that would are materialized for good below).
+  static const std::byte kNotInMemory{};
   for (size_t i = 0; i < g.values.size(); ++i) {
     const ir::Value& v = g.values[i];
     if (!v.is_constant()) continue;
     int s = new_slot(plain_layout(v.dtype, v.shape), v.name, static_cast<ir::ValueId>(i));
-    m.slots[static_cast<size_t>(s)].constant = v.constant.data();
+    m.slots[static_cast<size_t>(s)].constant = v.constant.defined() ? v.constant.data() : &kNotInMemory;
     value_slot[i] = s;
-    model->weight_bytes_ += v.constant.size_bytes();
+    model->weight_bytes_ += v.constant_bytes();
   }
+  // Materializes a deferred constant: its bytes are read back from the graph's constant store.
+  auto materialize = [&](ir::ValueId v) -> Status {
+    TENET_RETURN_IF_ERROR(m.graph.materialize(v));
+    m.slots[static_cast<size_t>(value_slot[static_cast<size_t>(v)])].constant = m.graph.value(v).constant.data();
+    return ok_status();
+  };
 
   auto add_step = [&](std::unique_ptr<Kernel> k, std::vector<int> ins, std::vector<int> outs, StepInfo info) {
     m.steps.push_back(Step{std::move(k), std::move(ins), std::move(outs), {}});
@@ -449,6 +459,45 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
 
   for (size_t ni = 0; ni < g.nodes.size(); ++ni) {
     const ir::Node& node = g.nodes[ni];
+    // Bounded loading: the deferred constants this node reads are materialized while its steps are
+    // built (the kernel copies or reorders them into its own weights) and dropped again right
+    // after, unless a step reads one at run time through its address (a reorder of a constant, a
+    // reference kernel, a view): that one stays, as a held constant. A tenet_gemv weight the kernel
+    // would share as is (gemv_shares_weight) is not materialized when weights stream: it goes from
+    // the constant store to the weight store piece by piece below.
+    const size_t steps_before = m.steps.size();
+    const bool gemv_from_store = options.streaming.store && !options.reference_only && !options.kernel_override &&
+                                 node.inputs.size() >= 2 && node.inputs[1] != ir::kNoValue &&
+                                 g.value(node.inputs[1]).constant_bytes() >= options.streaming.min_streamed_bytes &&
+                                 gemv_shares_weight(g, node);
+    std::vector<ir::ValueId> materialized;
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      const ir::ValueId v = node.inputs[i];
+      if (v == ir::kNoValue || !g.value(v).deferred || g.value(v).constant.defined()) continue;
+      if (gemv_from_store && i == 1 && std::count(node.inputs.begin(), node.inputs.end(), v) == 1) continue;
+      TENET_RETURN_IF_ERROR(materialize(v));
+      materialized.push_back(v);
+    }
+    auto drop_materialized = [&] {
+      for (ir::ValueId v : materialized) {
+        const void* data = g.value(v).constant.data();
+        bool read = false;
+        for (size_t st = steps_before; st < m.steps.size(); ++st) {
+          const Step& step = m.steps[st];
+          for (size_t i = 0; i < step.in_slots.size(); ++i) {
+            if (step.in_slots[i] >= 0 && m.slots[static_cast<size_t>(step.in_slots[i])].constant == data && step.kernel->reads_input(i)) {
+              read = true;
+            }
+          }
+        }
+        if (read) {
+          m.graph.value(v).deferred = false;  // held from now on
+        } else {
+          m.graph.drop_materialized(v);
+          m.slots[static_cast<size_t>(value_slot[static_cast<size_t>(v)])].constant = &kNotInMemory;
+        }
+      }
+    };
     const bool is_view = node.post_ops.empty() && node.outputs.size() == 1 && node.outputs[0] != ir::kNoValue &&
                          !node.inputs.empty() && node.inputs[0] != ir::kNoValue &&
                          (std::any_of(std::begin(kViewOps), std::end(kViewOps), [&](const char* op) { return node.op_type == op; }) ||
@@ -461,16 +510,23 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
         const int out = new_slot(plain_layout(dst_v.dtype, dst_v.shape), dst_v.name, node.outputs[0]);
         if (m.slots[static_cast<size_t>(src)].constant) {
           m.slots[static_cast<size_t>(out)].constant = m.slots[static_cast<size_t>(src)].constant;
+          // Read through the view at run time: a materialized constant stays, held.
+          for (ir::ValueId v : materialized) m.graph.value(v).deferred = false;
+          materialized.clear();
         } else {
           m.slots[static_cast<size_t>(out)].root = src;
         }
         value_slot[static_cast<size_t>(node.outputs[0])] = out;
+        drop_materialized();
         continue;
       }
     }
     if (!options.reference_only) {
       TENET_ASSIGN_OR_RETURN(const bool in_place, concat_in_place(node));
-      if (in_place) continue;
+      if (in_place) {
+        drop_materialized();
+        continue;
+      }
     }
     KernelInputs kin{g, node, {}, m.engine};
     for (ir::ValueId in : node.inputs) {
@@ -544,7 +600,19 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
         const std::span<std::byte> bytes = k.owned_weight(w);
         if (bytes.size() < options.streaming.min_streamed_bytes) continue;
         const uint64_t piece = k.weight_piece_bytes(w);
-        TENET_ASSIGN_OR_RETURN(const uint32_t id, options.streaming.store->put(bytes, piece));
+        uint32_t id = 0;
+        const int shared = k.owned_weight_input(w);
+        if (bytes.data() == nullptr && shared >= 0 && static_cast<size_t>(shared) < node.inputs.size()) {
+          // A deferred constant the kernel shares as is (gemv_from_store): copied from store to
+          // store one piece at a time, never whole in memory.
+          const ir::ValueId v = node.inputs[static_cast<size_t>(shared)];
+          TENET_ASSIGN_OR_RETURN(id, options.streaming.store->put_from(bytes.size(), piece, [&](uint64_t off, std::span<std::byte> dst) {
+                                   return m.graph.read_constant(v, off, dst);
+                                 }));
+        } else {
+          if (bytes.data() == nullptr) return internal_error("{}: kernel weight {} is not in memory", node.describe(), w);
+          TENET_ASSIGN_OR_RETURN(id, options.streaming.store->put(bytes, piece));
+        }
         k.release_owned_weight(w);
         m.weights.push_back(StoredWeight{static_cast<int>(m.steps.size() - 1), w, id, bytes.size(), false, nullptr, piece});
       }
@@ -561,11 +629,16 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
         m.graph.value(v).constant = Tensor();
       }
     }
+    drop_materialized();
   }
 
   // Graph outputs are handed out plain.
   for (ir::ValueId o : g.outputs) {
     const ir::Value& v = g.value(o);
+    if (v.deferred) {  // a constant output: read by the conversion (or the caller) at run time
+      TENET_RETURN_IF_ERROR(materialize(o));
+      m.graph.value(o).deferred = false;
+    }
     int s = value_slot[static_cast<size_t>(o)];
     if (s < 0) return internal_error("graph output '{}' has no slot", v.name);
     TENET_ASSIGN_OR_RETURN(s, convert(s, plain_layout(v.dtype, v.shape)));
@@ -645,7 +718,7 @@ Result<std::unique_ptr<CompiledModel>> CompiledModel::compile(ir::Graph graph, c
   // weight), not a copy: memory accounting must not count it twice.
   std::vector<std::span<const std::byte>> constants;
   for (const ir::Value& v : m.graph.values) {
-    if (v.is_constant()) constants.emplace_back(static_cast<const std::byte*>(v.constant.data()), v.constant.size_bytes());
+    if (v.constant.defined()) constants.emplace_back(static_cast<const std::byte*>(v.constant.data()), v.constant.size_bytes());
   }
   auto is_constant_storage = [&constants](std::span<const std::byte> b) {
     return b.data() != nullptr && std::any_of(constants.begin(), constants.end(), [&b](std::span<const std::byte> c) {
@@ -693,12 +766,16 @@ Status CompiledModel::plan_streaming(const StreamingOptions& o) {
   std::sort(read.begin(), read.end());
   for (ir::Value& v : m.graph.values) {
     if (!v.is_constant()) continue;
-    if (std::binary_search(read.begin(), read.end(), static_cast<const void*>(v.constant.data()))) {
+    if (v.constant.defined() && std::binary_search(read.begin(), read.end(), static_cast<const void*>(v.constant.data()))) {
       plan.constant_bytes += v.constant.size_bytes();
     } else {
       v.constant = Tensor();
     }
+    v.deferred = false;
   }
+  // The deferred constants' store (bounded loading) is not read again: the kernels have their
+  // weights. Released here unless the caller still holds it.
+  m.graph.constant_store.reset();
   for (const Step& st : m.steps) {
     for (size_t w = 0; w < st.kernel->owned_weight_count(); ++w) {
       const std::span<std::byte> b = st.kernel->owned_weight(w);
@@ -937,7 +1014,7 @@ Result<std::unique_ptr<CompiledModel>> compile_model(ir::Graph&& imported, const
     // Tiling only matters when weights will stream: when they all fit beside a ring, every one
     // stays resident and tiles would only add steps.
     uint64_t weights = 0;
-    for (const ir::Value& v : g.values) weights += v.is_constant() ? v.constant.size_bytes() : 0;
+    for (const ir::Value& v : g.values) weights += v.constant_bytes();
     const uint64_t slot = ring_slot_target_bytes(options.streaming.budget_bytes, options.streaming.ring_slots);
     if (weights + slot * static_cast<uint64_t>(options.streaming.ring_slots) > options.streaming.budget_bytes) {
       // Matrix-vector products stream piece by piece (no ring slot): they are not tiled.

@@ -189,6 +189,8 @@ class GemvKernel final : public Kernel {
     (i == 0 ? weight_ : bias_) = nullptr;
   }
   bool reads_input(size_t i) const override { return i == 0; }
+  int owned_weight_input(size_t i) const override { return i == 0 && shares_input_ ? 1 : -1; }
+  bool shares_input_ = false;
 
   uint64_t weight_piece_bytes(size_t i) const override {
     return i == 0 ? static_cast<uint64_t>(rows_per_piece_ * s_.k) * sizeof(float) : 0;
@@ -261,14 +263,22 @@ class GemvKernel final : public Kernel {
 
 bool gemv_applicable(const ir::Graph& g, const ir::Node& n) { return match(g, n, nullptr); }
 
+bool gemv_shares_weight(const ir::Graph& g, const ir::Node& n) {
+  GemvShape s;
+  return match(g, n, &s) && s.trans_b && s.alpha == 1.f;
+}
+
 Result<std::unique_ptr<Kernel>> make_gemv_kernel(KernelInputs& in) {
   GemvShape s;
   if (!match(in.graph, in.node, &s)) return std::unique_ptr<Kernel>();
   const ir::Value& b = in.graph.value(in.node.input(1));
   Tensor weight;
   if (s.trans_b && s.alpha == 1.f) {
-    weight = b.constant;  // shares the storage
+    // Shares the storage; undefined when b is a deferred constant not in memory: the compiler
+    // then fills the weight store from the graph's constant store (gemv_shares_weight).
+    weight = b.constant;
   } else {
+    if (!b.constant.defined()) return internal_error("{}: the weight is not in memory", in.node.describe());
     TENET_ASSIGN_OR_RETURN(weight, Tensor::zeros(DType::kFloat32, {s.n, s.k}));
     float* w = weight.as<float>();
     const float* src = b.constant.as<float>();
@@ -287,6 +297,7 @@ Result<std::unique_ptr<Kernel>> make_gemv_kernel(KernelInputs& in) {
     for (int64_t r = 0; r < s.n; ++r) bias.as<float>()[r] = s.beta * c.constant.as<float>()[numel(c.shape) == 1 ? 0 : r];
   }
   auto k = std::make_unique<GemvKernel>(s, std::move(weight), std::move(bias));
+  k->shares_input_ = s.trans_b && s.alpha == 1.f;
   const ir::Value& a = in.graph.value(in.node.input(0));
   k->required_inputs.resize(in.node.inputs.size());
   k->required_inputs[0] = plain_layout(DType::kFloat32, a.shape);

@@ -79,6 +79,9 @@ class Kernel {
   // False when execute() never reads node input i through the bound address (it uses its own
   // copy): a constant input the kernel copied need not stay in memory.
   virtual bool reads_input(size_t i) const { return true; }
+  // The node input whose constant bytes owned weight i is, unchanged (shared with the graph, not
+  // a reordered copy), or -1.
+  virtual int owned_weight_input(size_t i) const { return -1; }
 
   // Streaming piece by piece: a kernel that reads owned weight i exactly once, in independent
   // pieces (a matrix-vector product reads whole rows), returns the piece size it wants (a multiple
@@ -111,6 +114,11 @@ using KernelFactory = Result<std::unique_ptr<Kernel>> (*)(KernelInputs& in);
 // computes. gemv_applicable() says whether make_gemv_kernel() takes the node (after shape
 // inference).
 bool gemv_applicable(const ir::Graph& g, const ir::Node& n);
+// Whether make_gemv_kernel() would take the node's weight (input 1) as its owned weight 0 byte for
+// byte ([N, K], alpha 1). Such a weight, when it is a deferred constant not in memory (ir/graph.h),
+// is not materialized: the kernel is built without it (owned_weight_input(0) == 1, no data) and
+// the compiler copies it from the graph's constant store into the weight store piece by piece.
+bool gemv_shares_weight(const ir::Graph& g, const ir::Node& n);
 Result<std::unique_ptr<Kernel>> make_gemv_kernel(KernelInputs& in);
 
 // oneDNN-backed kernels (dnnl_kernels.cc); each returns nullptr if the node is not supported.

@@ -2,6 +2,7 @@
 #include "engine/cpu/weight_streaming.h"
 
 #include <cstring>
+#include <algorithm>
 #include <mutex>
 
 namespace tenet::cpu {
@@ -49,6 +50,35 @@ class PlainWeightStore final : public WeightStore {
 };
 
 }  // namespace
+
+Result<uint32_t> WeightStore::put_from(uint64_t size, uint64_t piece_bytes, const Filler& fill) {
+  std::vector<std::byte> bytes(static_cast<size_t>(size));
+  TENET_RETURN_IF_ERROR(fill(0, bytes));
+  return put(bytes, piece_bytes);
+}
+
+Status WeightStore::get_constant(uint32_t id, uint64_t entry_bytes, uint64_t offset, std::span<std::byte> dst) {
+  constexpr uint64_t kPiece = kConstantPieceBytes;
+  if (offset + dst.size() > entry_bytes) return invalid_argument("weight store: bytes beyond entry {}", id);
+  std::vector<std::byte> partial;
+  uint64_t at = offset;
+  const uint64_t end = offset + dst.size();
+  while (at < end) {
+    const uint64_t piece = at / kPiece, piece_start = piece * kPiece;
+    const uint64_t piece_size = std::min(kPiece, entry_bytes - piece_start);
+    const uint64_t n = std::min(end, piece_start + piece_size) - at;
+    std::byte* out = dst.data() + (at - offset);
+    if (at == piece_start && n == piece_size) {
+      TENET_RETURN_IF_ERROR(get_piece(id, piece, std::span(out, n)));  // a whole piece: straight in
+    } else {
+      partial.resize(piece_size);
+      TENET_RETURN_IF_ERROR(get_piece(id, piece, partial));
+      std::memcpy(out, partial.data() + (at - piece_start), n);
+    }
+    at += n;
+  }
+  return ok_status();
+}
 
 std::shared_ptr<WeightStore> make_plain_weight_store() { return std::make_shared<PlainWeightStore>(); }
 

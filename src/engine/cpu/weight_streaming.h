@@ -32,23 +32,38 @@
 // AES-128-GCM in untrusted memory under a key that never leaves the enclave (TEESlice's
 // "untrusted memory as an encrypted cache"), so a streamed weight costs one decryption per run,
 // with no page faults and no evictions, instead of secure paging at 4 KiB granularity.
+//
+// Loading is bounded the same way (deferred constants, ir/graph.h): with an import option carrying
+// a store, the importer seals each large initializer into it as it reads it, the passes that
+// rewrite a weight (BN folding, tiling) read it back and seal the result, and the compiler
+// materializes a node's weights only while it builds that node's kernel (which copies them into
+// its own layout; the copy then moves to the streaming store as above). A tenet_gemv weight, used
+// as is, goes from store to store piece by piece without ever being whole in memory. So the peak
+// while loading is one layer's weights (twice) beside the plan, not the model.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
+#include "engine/ir/graph.h"
 
 namespace tenet::cpu {
 
 // Storage outside the bounded memory. put() copies the bytes (the caller frees its buffer
 // afterwards); get() writes an entry back, checking that it is the entry that was put. Thread-safe
 // for concurrent get()s and get_piece()s.
-class WeightStore {
+//
+// It also holds a graph's deferred constants while a model loads (ir::ConstantStore): those are
+// put in pieces of kConstantPieceBytes, so that any byte range of them can be read back by
+// decrypting only the pieces it covers (the tiling pass cuts a weight that way).
+class WeightStore : public ir::ConstantStore {
  public:
+  static constexpr uint64_t kConstantPieceBytes = 256 * 1024;
   virtual ~WeightStore() = default;
   // `piece_bytes` > 0: the entry can also be read back piece by piece (get_piece), in pieces of
   // that many bytes (the last one may be shorter), each checked on its own. 0: the store's choice.
@@ -58,6 +73,17 @@ class WeightStore {
   virtual Status get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) = 0;
   virtual uint64_t stored_bytes() const = 0;
   virtual std::string describe() const = 0;
+
+  // put() of `size` bytes that the caller produces piece by piece: `fill(offset, dst)` writes
+  // bytes [offset, offset + dst.size()). A store that seals piece by piece (SealedWeightStore)
+  // never needs the whole entry in memory; this default assembles it in host memory first.
+  using Filler = std::function<Status(uint64_t offset, std::span<std::byte> dst)>;
+  virtual Result<uint32_t> put_from(uint64_t size, uint64_t piece_bytes, const Filler& fill);
+
+  // ir::ConstantStore: entries in pieces of kConstantPieceBytes; get_constant() reads the pieces
+  // a range covers (a partly covered piece through a piece-sized host buffer).
+  Result<uint32_t> put_constant(std::span<const std::byte> data) override { return put(data, kConstantPieceBytes); }
+  Status get_constant(uint32_t id, uint64_t entry_bytes, uint64_t offset, std::span<std::byte> dst) override;
 };
 
 // Plain host memory (no protection): for tests and for the engine outside enclaves.

@@ -1,5 +1,6 @@
 #include "engine/ir/graph.h"
 
+#include <cstring>
 #include <queue>
 
 namespace tenet::ir {
@@ -67,6 +68,82 @@ ValueId Graph::add_constant(std::string vname, Tensor t) {
   v.shape_known = true;
   v.constant = std::move(t);
   return add_value(std::move(v));
+}
+
+size_t Value::constant_bytes() const {
+  if (constant.defined()) return constant.size_bytes();
+  if (!deferred) return 0;
+  Result<size_t> b = byte_size(dtype, shape);
+  return b.ok() ? *b : 0;
+}
+
+Result<ValueId> Graph::add_constant_deferrable(std::string vname, Tensor t) {
+  const bool defer = defers(t.size_bytes());
+  const ValueId id = add_constant(std::move(vname), std::move(t));
+  if (defer) TENET_RETURN_IF_ERROR(defer_constant(id));
+  return id;
+}
+
+Result<ValueId> Graph::add_deferred_constant(std::string vname, DType dtype, Shape vshape, std::span<const std::byte> bytes) {
+  if (constant_store == nullptr) return internal_error("deferred constant '{}' without a constant store", vname);
+  TENET_ASSIGN_OR_RETURN(const size_t want, byte_size(dtype, vshape));
+  if (want != bytes.size()) return internal_error("deferred constant '{}': {} bytes for {} expected", vname, bytes.size(), want);
+  Value v;
+  v.name = std::move(vname);
+  v.dtype = dtype;
+  v.shape = std::move(vshape);
+  v.shape_known = true;
+  v.deferred = true;
+  TENET_ASSIGN_OR_RETURN(v.deferred_id, constant_store->put_constant(bytes));
+  return add_value(std::move(v));
+}
+
+Status Graph::defer_constant(ValueId id) {
+  Value& v = value(id);
+  if (constant_store == nullptr) return internal_error("deferring '{}' without a constant store", v.name);
+  if (!v.deferred) {
+    if (!v.constant.defined()) return internal_error("deferring '{}', which is not a constant", v.name);
+    TENET_ASSIGN_OR_RETURN(v.deferred_id, constant_store->put_constant(std::span(static_cast<const std::byte*>(v.constant.data()),
+                                                                                   v.constant.size_bytes())));
+    v.deferred = true;
+  }
+  v.constant = Tensor();
+  return ok_status();
+}
+
+Result<Tensor> Graph::load_constant(ValueId id) const {
+  const Value& v = value(id);
+  if (v.constant.defined()) return v.constant;
+  if (!v.deferred) return internal_error("'{}' is not a constant", v.name);
+  TENET_ASSIGN_OR_RETURN(Tensor t, Tensor::zeros(v.dtype, v.shape));
+  TENET_RETURN_IF_ERROR(read_constant(id, 0, std::span(static_cast<std::byte*>(t.data()), t.size_bytes())));
+  return t;
+}
+
+Status Graph::read_constant(ValueId id, uint64_t offset, std::span<std::byte> dst) const {
+  const Value& v = value(id);
+  if (offset + dst.size() > v.constant_bytes()) {
+    return internal_error("reading bytes [{}, {}) of constant '{}' of {} bytes", offset, offset + dst.size(), v.name, v.constant_bytes());
+  }
+  if (v.constant.defined()) {
+    std::memcpy(dst.data(), static_cast<const std::byte*>(v.constant.data()) + offset, dst.size());
+    return ok_status();
+  }
+  if (constant_store == nullptr) return internal_error("deferred constant '{}' without a constant store", v.name);
+  Status s = constant_store->get_constant(v.deferred_id, v.constant_bytes(), offset, dst);
+  if (!s.ok()) return s.with_context(fmt::format("loading constant '{}'", v.name));
+  return ok_status();
+}
+
+Status Graph::materialize(ValueId id) {
+  if (value(id).constant.defined()) return ok_status();
+  TENET_ASSIGN_OR_RETURN(Tensor t, load_constant(id));
+  value(id).constant = std::move(t);
+  return ok_status();
+}
+
+void Graph::drop_materialized(ValueId id) {
+  if (value(id).deferred) value(id).constant = Tensor();
 }
 
 std::string Graph::unique_name(const std::string& base) {

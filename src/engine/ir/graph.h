@@ -8,11 +8,23 @@
 //
 // Fusion passes attach PostOps to a node (Conv + Add + Relu -> one Conv with {sum, relu});
 // the residual operand of a `sum` post-op is appended to the node's inputs.
+//
+// Deferred constants (bounded loading, weight_streaming.h): a graph may carry a ConstantStore, a
+// place outside the bounded memory (in an enclave: sealed untrusted memory). A large constant can
+// then live there instead of in Value::constant: the Value is "deferred" (is_constant() stays
+// true; dtype and shape are known) and its bytes are read back on demand, by load_constant() or
+// read_constant(). `constant` may hold a materialized copy beside the deferred entry (a cache the
+// compiler drops again once the kernels that needed it have taken their copies). So the graph
+// never needs all of a model's weights in memory at once: the importer defers each large
+// initializer as it converts it, the passes that rewrite a constant put the result back deferred,
+// and the compiler materializes a node's constants only while it builds that node's kernel.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <variant>
 #include <vector>
@@ -29,13 +41,30 @@ struct Attribute {
   std::variant<int64_t, float, std::string, std::vector<int64_t>, std::vector<float>, Tensor> value;
 };
 
+// Storage for deferred constants, outside the bounded memory (cpu::WeightStore implements it).
+class ConstantStore {
+ public:
+  virtual ~ConstantStore() = default;
+  // Copies `data` in; the caller frees its buffer afterwards.
+  virtual Result<uint32_t> put_constant(std::span<const std::byte> data) = 0;
+  // Bytes [offset, offset + dst.size()) of an entry of `entry_bytes` bytes, checked to be the
+  // bytes that were put.
+  virtual Status get_constant(uint32_t id, uint64_t entry_bytes, uint64_t offset, std::span<std::byte> dst) = 0;
+};
+
 struct Value {
   std::string name;
   DType dtype = DType::kUndefined;
   Shape shape;               // valid when shape_known
   bool shape_known = false;
-  Tensor constant;           // defined for initializers and folded constants
-  bool is_constant() const { return constant.defined(); }
+  Tensor constant;           // defined for initializers and folded constants held in memory
+  // A deferred constant: its bytes are entry `deferred_id` of the graph's constant_store;
+  // `constant` is then either undefined or a materialized copy of them.
+  bool deferred = false;
+  uint32_t deferred_id = 0;
+  bool is_constant() const { return constant.defined() || deferred; }
+  // Bytes of a constant's data, held or deferred.
+  size_t constant_bytes() const;
 };
 
 // An operation fused into the epilogue of a node (oneDNN post-ops).
@@ -93,6 +122,28 @@ class Graph {
 
   ValueId add_value(Value v);
   ValueId add_constant(std::string name, Tensor t);
+
+  // Deferred constants (see the top of this file). Null: every constant is held in memory.
+  std::shared_ptr<ConstantStore> constant_store;
+  // Constants of at least this many bytes are deferred when there is a store (smaller ones, like
+  // shapes, biases and BN parameters, stay held: passes read them freely). The default equals
+  // cpu::StreamingOptions::min_streamed_bytes.
+  uint64_t min_deferred_bytes = 64 * 1024;
+  bool defers(uint64_t bytes) const { return constant_store != nullptr && bytes >= min_deferred_bytes; }
+  // add_constant, deferring `t` (and freeing it) when defers(its size).
+  Result<ValueId> add_constant_deferrable(std::string name, Tensor t);
+  // A deferred constant straight from bytes (an importer's raw data), no Tensor in between.
+  Result<ValueId> add_deferred_constant(std::string name, DType dtype, Shape shape, std::span<const std::byte> bytes);
+  // Moves a held constant into the store and frees it. Requires constant_store.
+  Status defer_constant(ValueId id);
+  // A constant's data: the held tensor (shared), or a fresh tensor read from the store.
+  Result<Tensor> load_constant(ValueId id) const;
+  // Bytes [offset, offset + dst.size()) of a constant's data, held or deferred.
+  Status read_constant(ValueId id, uint64_t offset, std::span<std::byte> dst) const;
+  // Keeps a materialized copy of a deferred constant in `constant` (a no-op when held).
+  Status materialize(ValueId id);
+  // Drops the materialized copy of a deferred constant (a no-op for a held one).
+  void drop_materialized(ValueId id);
   Value& value(ValueId id) { return values[static_cast<size_t>(id)]; }
   const Value& value(ValueId id) const { return values[static_cast<size_t>(id)]; }
   // A fresh value name unique in the graph, derived from `base`.

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <span>
 #include <string>
 
@@ -21,7 +22,14 @@ inline constexpr int64_t kMaxIrVersion = 8;
 // Upper bound of a model file (protobuf's own limit is 2 GiB).
 inline constexpr size_t kMaxModelBytes = size_t{2} << 30;
 
-Result<ir::Graph> import_model_bytes(std::span<const std::byte> bytes);
-Result<ir::Graph> import_model_file(const std::string& path);
+struct ImportOptions {
+  // Non-null: initializers of at least min_deferred_bytes become deferred constants in this store
+  // as they are read (ir/graph.h), so the imported graph does not hold the model's weights.
+  std::shared_ptr<ir::ConstantStore> constant_store;
+  uint64_t min_deferred_bytes = 64 * 1024;
+};
+
+Result<ir::Graph> import_model_bytes(std::span<const std::byte> bytes, const ImportOptions& options = {});
+Result<ir::Graph> import_model_file(const std::string& path, const ImportOptions& options = {});
 
 }  // namespace tenet::onnx_import

@@ -383,12 +383,9 @@ Status fold_batch_norm(Graph& g, PassStats& stats) {
       continue;
     }
     const Value& w_value = g.value(conv.inputs[1]);
-    if (!w_value.is_constant() || w_value.constant.dtype() != DType::kFloat32 || w_value.constant.shape().size() < 3) {
-      continue;
-    }
-    const Tensor w = w_value.constant;
+    if (!w_value.is_constant() || w_value.dtype != DType::kFloat32 || w_value.shape.size() < 3) continue;
     const std::string w_name = w_value.name;
-    const int64_t out_channels = w.shape()[0];
+    const int64_t out_channels = w_value.shape[0];
     if (out_channels <= 0 || !is_float32(g.value(x)) || !is_float32(g.value(y)) || g.value(x).shape != g.value(y).shape ||
         g.value(x).shape.size() < 2 || g.value(x).shape[1] != out_channels) {
       continue;
@@ -400,6 +397,8 @@ Status fold_batch_norm(Graph& g, PassStats& stats) {
     const Tensor* mean = float_constant(g, bn.inputs[3], out_channels);
     const Tensor* var = float_constant(g, bn.inputs[4], out_channels);
     if ((b_id != kNoValue && b == nullptr) || !scale || !shift || !mean || !var) continue;
+    // A deferred weight (ir/graph.h) is read back for the fold; the folded one goes back deferred.
+    TENET_ASSIGN_OR_RETURN(const Tensor w, g.load_constant(conv.inputs[1]));
 
     // y = (conv(x) - mean) * scale / sqrt(var + eps) + B, per output channel m:
     //   w'[m] = w[m] * s[m],  b'[m] = (b[m] - mean[m]) * s[m] + B[m],  s = scale / sqrt(var + eps).
@@ -416,7 +415,7 @@ Status fold_batch_norm(Graph& g, PassStats& stats) {
       b_folded.as<float>()[m] = static_cast<float>((bias - mean->as<float>()[m]) * s + shift->as<float>()[m]);
     }
     // New constants: the originals may be shared with other nodes.
-    const ValueId w_new = g.add_constant(g.unique_name(w_name + "_bn_folded"), std::move(w_folded));
+    TENET_ASSIGN_OR_RETURN(const ValueId w_new, g.add_constant_deferrable(g.unique_name(w_name + "_bn_folded"), std::move(w_folded)));
     const ValueId b_new = g.add_constant(g.unique_name(bn.name + "_bias_folded"), std::move(b_folded));
     conv.inputs.resize(3);
     conv.inputs[1] = w_new;

@@ -65,7 +65,9 @@ Status infer_shapes_and_fold(ir::Graph& g, PassStats& stats) {
       if (!v.shape_known) return internal_error("{}: input '{}' has no known shape", node.describe(), v.name);
       inputs[i].dtype = v.dtype;
       inputs[i].shape = &v.shape;
-      inputs[i].constant = v.is_constant() ? &v.constant : nullptr;
+      // A deferred constant (ir/graph.h) not in memory gives shapes only: deferred ones are large
+      // weights, never the small shape or index operands an op's inference reads.
+      inputs[i].constant = v.constant.defined() ? &v.constant : nullptr;
       all_constant = all_constant && v.is_constant();
     }
     std::vector<ops::InferOutput> outs;
@@ -90,11 +92,15 @@ Status infer_shapes_and_fold(ir::Graph& g, PassStats& stats) {
     const ops::OpSchema* schema = ops::find_op(node.op_type, g.opset);
     if (schema == nullptr) return internal_error("{}: no schema", node.describe());
     std::vector<ConstTensorView> in_views(node.inputs.size());
+    std::vector<Tensor> loaded(node.inputs.size());  // deferred inputs, read back for this fold only
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       if (node.inputs[i] == ir::kNoValue) continue;
       const ir::Value& v = g.value(node.inputs[i]);
+      if (v.is_constant() && !is_shape) {
+        TENET_ASSIGN_OR_RETURN(loaded[i], g.load_constant(node.inputs[i]));
+      }
       // Shape reads only the shape; its input data may not be known.
-      in_views[i] = ConstTensorView{v.dtype, v.shape, v.is_constant() ? v.constant.data() : nullptr};
+      in_views[i] = ConstTensorView{v.dtype, v.shape, loaded[i].defined() ? loaded[i].data() : nullptr};
     }
     std::vector<Tensor> results;
     std::vector<TensorView> out_views;
@@ -112,9 +118,12 @@ Status infer_shapes_and_fold(ir::Graph& g, PassStats& stats) {
       if (is_graph_output(g, node.outputs[i])) keeps_output = true;
     }
     if (keeps_output) continue;
+    loaded.clear();
     for (size_t i = 0; i < node.outputs.size(); ++i) {
       if (node.outputs[i] == ir::kNoValue) continue;
+      const bool defer = g.defers(results[i].size_bytes());
       g.value(node.outputs[i]).constant = std::move(results[i]);
+      if (defer) TENET_RETURN_IF_ERROR(g.defer_constant(node.outputs[i]));
     }
     node.dead = true;
     ++stats.nodes_folded;

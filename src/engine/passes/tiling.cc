@@ -57,7 +57,7 @@ Result<int> tile_linear_outputs(ir::Graph& g, uint64_t max_weight_bytes, const s
     }
     const ir::Value& b = g.value(n.inputs[1]);
     if (!b.is_constant() || b.dtype != DType::kFloat32 || b.shape.size() != (conv ? 4u : 2u)) continue;
-    if (b.constant.size_bytes() <= max_weight_bytes) continue;
+    if (b.constant_bytes() <= max_weight_bytes) continue;
     // A 2-D convolution's weight [Cout, Cin/g, kh, kw] is tiled by output channels like a [N, K]
     // weight (rows: a view); only ungrouped ones (a group's channels would straddle tiles).
     if (conv && (!n.attr_int("group", 1).ok() || n.attr_int("group", 1).value() != 1)) continue;
@@ -75,7 +75,7 @@ Result<int> tile_linear_outputs(ir::Graph& g, uint64_t max_weight_bytes, const s
     const bool c_vector = c && numel(c->shape) == width && !c->shape.empty() && c->shape.back() == width;
     if (c && !c_vector && numel(c->shape) != 1) continue;
 
-    int64_t tiles = static_cast<int64_t>((b.constant.size_bytes() + max_weight_bytes - 1) / max_weight_bytes);
+    int64_t tiles = static_cast<int64_t>((b.constant_bytes() + max_weight_bytes - 1) / max_weight_bytes);
     int64_t per = (width + tiles - 1) / tiles;
     // oneDNN's blocked weight layouts pad the output dim to 16 or 64: tiles of such widths waste nothing.
     const int64_t align = per >= 64 ? 64 : 16;
@@ -85,22 +85,44 @@ Result<int> tile_linear_outputs(ir::Graph& g, uint64_t max_weight_bytes, const s
     tiles = (width + per - 1) / per;
     if (tiles < 2) continue;
 
-    Tensor w = b.constant;
-    const Tensor bias = c ? c->constant : Tensor();
+    // A deferred weight (ir/graph.h) is not read whole when its tiles are runs of rows ([N, K],
+    // a convolution's [Cout, ...]): each tile is read from the store on its own and deferred again,
+    // so no more than one tile is in memory. Column tiles of [K, N] need the whole weight.
+    const ValueId b_id = n.inputs[1];
+    const bool by_rows = trans_b && !b.constant.defined();
+    Tensor w;
+    if (!by_rows) {
+      TENET_ASSIGN_OR_RETURN(w, g.load_constant(b_id));
+    }
+    const Shape b_shape = b.shape;
+    Tensor bias;
+    if (c) {
+      TENET_ASSIGN_OR_RETURN(bias, g.load_constant(c_id));
+    }
     const std::string base = n.name.empty() ? g.unique_name("tiled") : n.name;
     std::vector<ValueId> parts;
     for (int64_t t = 0; t < tiles; ++t) {
       const int64_t n0 = t * per, n1 = std::min(width, n0 + per);
       Node part = n;
       part.name = fmt::format("{}/tile{}", base, t);
-      TENET_ASSIGN_OR_RETURN(Tensor ws, weight_slice(w, trans_b, n0, n1));
-      part.inputs[1] = g.add_constant(g.unique_name(part.name + "/weight"), std::move(ws));
+      Tensor ws;
+      if (by_rows) {
+        Shape ts = b_shape;
+        ts[0] = n1 - n0;
+        TENET_ASSIGN_OR_RETURN(ws, Tensor::zeros(DType::kFloat32, ts));
+        const uint64_t row_bytes = ws.size_bytes() / static_cast<uint64_t>(n1 - n0);
+        TENET_RETURN_IF_ERROR(g.read_constant(b_id, static_cast<uint64_t>(n0) * row_bytes,
+                                              std::span(static_cast<std::byte*>(ws.data()), ws.size_bytes())));
+      } else {
+        TENET_ASSIGN_OR_RETURN(ws, weight_slice(w, trans_b, n0, n1));
+      }
+      TENET_ASSIGN_OR_RETURN(part.inputs[1], g.add_constant_deferrable(g.unique_name(part.name + "/weight"), std::move(ws)));
       if (c_vector) {
         Shape cs = bias.shape();
         cs.back() = n1 - n0;
         TENET_ASSIGN_OR_RETURN(Tensor bs, Tensor::zeros(DType::kFloat32, cs));
         std::memcpy(bs.as<float>(), bias.as<float>() + n0, static_cast<size_t>(n1 - n0) * sizeof(float));
-        part.inputs[2] = g.add_constant(g.unique_name(part.name + "/bias"), std::move(bs));
+        TENET_ASSIGN_OR_RETURN(part.inputs[2], g.add_constant_deferrable(g.unique_name(part.name + "/bias"), std::move(bs)));
       }
       ir::Value out;
       out.name = g.unique_name(part.name + "/out");
@@ -129,6 +151,7 @@ Result<int> tile_linear_outputs(ir::Graph& g, uint64_t max_weight_bytes, const s
     }
     if (!shared && std::count(g.outputs.begin(), g.outputs.end(), g.nodes[ni].inputs[1]) == 0) {
       g.value(g.nodes[ni].inputs[1]).constant = Tensor();
+      g.value(g.nodes[ni].inputs[1]).deferred = false;  // its store entry is simply not read again
     }
     ++tiled;
   }

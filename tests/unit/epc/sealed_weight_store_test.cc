@@ -128,3 +128,51 @@ TEST(SealedWeightStore, PiecesReadBackAloneAndAreBoundToTheirPlace) {
 
 }  // namespace
 }  // namespace tenet::epc
+
+namespace tenet::epc {
+namespace {
+
+// put_from seals what its filler produces chunk by chunk: the same entry as put(), and a filler's
+// failure fails the put.
+TEST(SealedWeightStore, PutFromEqualsPut) {
+  auto store = SealedWeightStore::create();
+  ASSERT_TRUE(store.ok());
+  const auto data = pattern(3 * SealedWeightStore::kChunkBytes + 17, 9);
+  auto id = (*store)->put_from(data.size(), 100000, [&](uint64_t off, std::span<std::byte> dst) {
+    std::memcpy(dst.data(), data.data() + off, dst.size());
+    return ok_status();
+  });
+  ASSERT_TRUE(id.ok()) << id.status().to_string();
+  std::vector<std::byte> back(data.size());
+  ASSERT_TRUE((*store)->get(*id, back).ok());
+  EXPECT_EQ(back, data);
+  std::vector<std::byte> piece(100000);
+  ASSERT_TRUE((*store)->get_piece(*id, 2, piece).ok());
+  EXPECT_EQ(0, std::memcmp(piece.data(), data.data() + 200000, piece.size()));
+  auto failed = (*store)->put_from(data.size(), 0, [](uint64_t, std::span<std::byte>) { return data_loss("source gone"); });
+  EXPECT_FALSE(failed.ok());
+}
+
+// Deferred constants (ir::ConstantStore) read back by any byte range; a tampered entry is refused.
+TEST(SealedWeightStore, ConstantRangesReadBackAndTamperingIsRefused) {
+  auto store = SealedWeightStore::create();
+  ASSERT_TRUE(store.ok());
+  const auto data = pattern(3 * cpu::WeightStore::kConstantPieceBytes + 17, 3);
+  auto id = (*store)->put_constant(data);
+  ASSERT_TRUE(id.ok());
+  for (auto [off, n] : {std::pair<uint64_t, size_t>{0, data.size()}, {5, 17}, {cpu::WeightStore::kConstantPieceBytes - 3, 300000},
+                        {data.size() - 20, 20}}) {
+    std::vector<std::byte> got(n);
+    ASSERT_TRUE((*store)->get_constant(*id, data.size(), off, got).ok()) << off;
+    EXPECT_EQ(0, std::memcmp(got.data(), data.data() + off, n)) << off;
+  }
+  (*store)->untrusted_entry(*id)[cpu::WeightStore::kConstantPieceBytes + 16 + 5] ^= 1;  // piece 1 (after piece 0 and its tag)
+  std::vector<std::byte> got(100);
+  EXPECT_TRUE((*store)->get_constant(*id, data.size(), 0, got).ok());  // piece 0 is intact
+  Status s = (*store)->get_constant(*id, data.size(), cpu::WeightStore::kConstantPieceBytes - 50, got);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.to_string();
+}
+
+}  // namespace
+}  // namespace tenet::epc

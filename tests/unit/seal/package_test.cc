@@ -9,6 +9,7 @@
 
 #include "core/safe_math.h"
 #include "engine/cpu/compiled_model.h"
+#include "engine/cpu/weight_streaming.h"
 #include "engine/onnx/importer.h"
 #include "model_builder.h"
 #include "seal/package.h"
@@ -470,6 +471,69 @@ TEST(ModelKeyTest, FileRoundTripIs0600Hex) {
   ASSERT_TRUE(crypto::write_file(path, "abc\n").ok());
   EXPECT_EQ(read_model_key_file(path).status().code(), StatusCode::kInvalidArgument);
   std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace tenet::seal
+
+namespace tenet::seal {
+namespace {
+
+// Bounded loading: the package imported chunk by chunk, its weights deferred into a store
+// (ir/graph.h), is the graph the whole import gives, constant for constant, and runs bitwise alike.
+TEST_F(PackageTest, ChunkedImportEqualsTheWholeImport) {
+  auto r = PackageReader::from_bytes(package_);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  auto whole = r->load_graph(key_);
+  ASSERT_TRUE(whole.ok()) << whole.status().to_string();
+  onnx_import::ImportOptions o;
+  o.constant_store = cpu::make_plain_weight_store();
+  o.min_deferred_bytes = 512;  // the test model's weights are small: defer all but the biases
+  auto chunked = r->load_graph(key_, o);
+  ASSERT_TRUE(chunked.ok()) << chunked.status().to_string();
+  ASSERT_EQ(chunked->values.size(), whole->values.size());
+  ASSERT_EQ(chunked->nodes.size(), whole->nodes.size());
+  EXPECT_EQ(chunked->inputs, whole->inputs);
+  EXPECT_EQ(chunked->outputs, whole->outputs);
+  int deferred = 0;
+  for (size_t i = 0; i < whole->values.size(); ++i) {
+    const ir::Value& a = whole->values[i];
+    const ir::Value& b = chunked->values[i];
+    EXPECT_EQ(a.name, b.name);
+    EXPECT_EQ(a.dtype, b.dtype);
+    EXPECT_EQ(a.shape, b.shape);
+    ASSERT_EQ(a.is_constant(), b.is_constant()) << a.name;
+    if (!a.is_constant()) continue;
+    EXPECT_EQ(b.deferred, a.constant.size_bytes() >= 512) << a.name;
+    deferred += b.deferred ? 1 : 0;
+    auto t = chunked->load_constant(static_cast<ir::ValueId>(i));
+    ASSERT_TRUE(t.ok()) << t.status().to_string();
+    ASSERT_EQ(t->size_bytes(), a.constant.size_bytes());
+    EXPECT_EQ(0, std::memcmp(t->data(), a.constant.data(), a.constant.size_bytes())) << a.name;
+  }
+  EXPECT_EQ(deferred, 2);  // w2, wg (w1 has 432 bytes)
+  for (size_t i = 0; i < whole->nodes.size(); ++i) {
+    EXPECT_EQ(chunked->nodes[i].name, whole->nodes[i].name);
+    EXPECT_EQ(chunked->nodes[i].inputs, whole->nodes[i].inputs);
+    EXPECT_EQ(chunked->nodes[i].outputs, whole->nodes[i].outputs);
+  }
+  auto a = run_graph(*whole);
+  auto b = run_graph(*chunked);
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  EXPECT_EQ(0, std::memcmp(a[0].data(), b[0].data(), a[0].size_bytes()));
+
+  // Tampering and a wrong key fail the chunked import as they fail the whole one.
+  Bytes bad = package_;
+  bad[info_.chunks.back().offset + 3] ^= 1;
+  auto tampered = PackageReader::from_bytes(bad);
+  ASSERT_TRUE(tampered.ok());
+  auto g = tampered->load_graph(key_, o);
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.status().code(), StatusCode::kDataLoss) << g.status().to_string();
+  auto wrong = r->load_graph(test_key(0x22), o);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().code(), StatusCode::kDataLoss);
 }
 
 }  // namespace
