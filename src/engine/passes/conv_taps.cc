@@ -15,7 +15,7 @@ Status crop_dead_conv_taps(ir::Graph& g, PassStats& stats) {
     const ir::Value& y = g.value(conv.outputs[0]);
     const ir::Value& w = g.value(conv.inputs[1]);
     if (!x.shape_known || !y.shape_known || x.shape.size() != 4 || y.shape.size() != 4) continue;
-    if (!w.is_constant() || w.constant.dtype() != DType::kFloat32 || w.constant.shape().size() != 4) continue;
+    if (!w.is_constant() || w.dtype != DType::kFloat32 || w.shape.size() != 4) continue;
     auto auto_pad = conv.attr_string("auto_pad", std::string("NOTSET"));
     auto pads = conv.attr_ints("pads", std::vector<int64_t>{0, 0, 0, 0});
     auto strides = conv.attr_ints("strides", std::vector<int64_t>{1, 1});
@@ -24,7 +24,7 @@ Status crop_dead_conv_taps(ir::Graph& g, PassStats& stats) {
         !dilations.ok() || dilations->size() != 2) {
       continue;
     }
-    const Shape& ws = w.constant.shape();
+    const Shape ws = w.shape;
     std::optional<LiveTaps> taps[2];
     bool ok = true;
     for (size_t d = 0; d < 2 && ok; ++d) {
@@ -38,7 +38,9 @@ Status crop_dead_conv_taps(ir::Graph& g, PassStats& stats) {
     const int64_t rows = ws[0] * ws[1], kh = ws[2], kw = ws[3];
     const int64_t ch = taps[0]->last - taps[0]->first + 1, cw = taps[1]->last - taps[1]->first + 1;
     TENET_ASSIGN_OR_RETURN(Tensor cropped, Tensor::zeros(DType::kFloat32, Shape{ws[0], ws[1], ch, cw}));
-    const float* src = w.constant.as<float>();
+    // A deferred weight (ir/graph.h) is read back; the cropped one goes back deferred if large.
+    TENET_ASSIGN_OR_RETURN(const Tensor whole, g.load_constant(conv.inputs[1]));
+    const float* src = whole.as<float>();
     float* dst = cropped.as<float>();
     for (int64_t r = 0; r < rows; ++r) {
       for (int64_t ky = 0; ky < ch; ++ky) {
@@ -48,7 +50,7 @@ Status crop_dead_conv_taps(ir::Graph& g, PassStats& stats) {
     }
     // A new constant: the original may be shared with other nodes (compact() drops it otherwise).
     const std::string name = g.unique_name(w.name + "_cropped");
-    conv.inputs[1] = g.add_constant(name, std::move(cropped));
+    TENET_ASSIGN_OR_RETURN(conv.inputs[1], g.add_constant_deferrable(name, std::move(cropped)));
     conv.attrs["pads"] = ir::Attribute{std::vector<int64_t>{taps[0]->pad_begin, taps[1]->pad_begin, taps[0]->pad_end, taps[1]->pad_end}};
     conv.attrs["kernel_shape"] = ir::Attribute{std::vector<int64_t>{ch, cw}};
     ++stats.conv_taps_cropped;
