@@ -12,6 +12,7 @@
 #include "engine/cpu/weight_streaming.h"
 #include "engine/onnx/importer.h"
 #include "model_builder.h"
+#include "failing_store.h"
 
 namespace tenet {
 namespace {
@@ -149,33 +150,14 @@ TEST(DeferredConstants, CompilesAndRunsBitwiseEqual) {
   }
 }
 
-// A store that hands back other bytes than it was given (tampered with): the load fails, naming
-// the constant, instead of compiling a model on wrong weights.
-class TamperedStore final : public cpu::WeightStore {
- public:
-  Result<uint32_t> put(std::span<const std::byte> data, uint64_t piece_bytes) override { return inner_->put(data, piece_bytes); }
-  Status get(uint32_t id, std::span<std::byte> dst) override {
-    if (fail_) return data_loss("entry {} failed authentication", id);
-    return inner_->get(id, dst);
-  }
-  Status get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) override {
-    if (fail_) return data_loss("entry {} piece {} failed authentication", id, piece);
-    return inner_->get_piece(id, piece, dst);
-  }
-  uint64_t stored_bytes() const override { return inner_->stored_bytes(); }
-  std::string describe() const override { return "tampered"; }
-  std::atomic<bool> fail_{false};
-
- private:
-  std::shared_ptr<cpu::WeightStore> inner_ = cpu::make_plain_weight_store();
-};
+using testing::FailingStore;  // failing_store.h
 
 TEST(DeferredConstants, ATamperedStoreFailsTheLoad) {
   for (int64_t batch : {1, 2}) {
     for (bool streaming : {false, true}) {
       SCOPED_TRACE(batch);
       SCOPED_TRACE(streaming);
-      auto store = std::make_shared<TamperedStore>();
+      auto store = std::make_shared<FailingStore>();
       auto g = import(model_bytes(), store);
       ASSERT_TRUE(g.ok());
       store->fail_ = true;

@@ -13,6 +13,7 @@
 #include "engine/onnx/importer.h"
 #include "engine/passes/passes.h"
 #include "model_builder.h"
+#include "failing_store.h"
 
 namespace tenet {
 namespace {
@@ -141,25 +142,7 @@ TEST(Streaming, RefusesABudgetBelowTheArena) {
   EXPECT_NE(m.status().message().find("budget"), std::string::npos) << m.status().message();
 }
 
-// A store that hands back other bytes than it was given: the model must not run on them silently.
-class FailingStore final : public cpu::WeightStore {
- public:
-  Result<uint32_t> put(std::span<const std::byte> data, uint64_t piece_bytes) override { return inner_->put(data, piece_bytes); }
-  Status get(uint32_t id, std::span<std::byte> dst) override {
-    if (fail_) return data_loss("entry {} failed authentication", id);
-    return inner_->get(id, dst);
-  }
-  Status get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) override {
-    if (fail_) return data_loss("entry {} piece {} failed authentication", id, piece);
-    return inner_->get_piece(id, piece, dst);
-  }
-  uint64_t stored_bytes() const override { return inner_->stored_bytes(); }
-  std::string describe() const override { return "failing"; }
-  std::atomic<bool> fail_{false};
-
- private:
-  std::shared_ptr<cpu::WeightStore> inner_ = cpu::make_plain_weight_store();
-};
+using testing::FailingStore;  // failing_store.h
 
 TEST_P(StreamingTest, AStoreFailureFailsTheRunNamingTheStep) {
   auto store = std::make_shared<FailingStore>();
