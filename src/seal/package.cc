@@ -673,54 +673,30 @@ Result<ChunkPlaintext> PackageReader::read_chunk(uint32_t index, ByteSpan model_
 Result<ir::Graph> PackageReader::load_graph(ByteSpan model_key, const onnx_import::ImportOptions& import) const {
   TENET_RETURN_IF_ERROR(check_key(model_key));
   TENET_ASSIGN_OR_RETURN(DerivedKeys keys, derive_keys(model_key, info_.package_id));
-  if (import.constant_store) {
-    auto graph = load_graph_by_chunk(keys.enc.view(), import);
-    if (!graph.ok()) return graph.status().with_context(fmt::format("importing sealed package {}", short_id(info_.package_id)));
-    return graph;
+  // The bound a whole ONNX model has (import_model_bytes): the chunks' plaintexts add up to the
+  // reassembled model's size.
+  uint64_t plaintext = 0;
+  for (const ChunkInfo& c : info_.chunks) plaintext += c.plaintext_size;
+  if (plaintext > onnx_import::kMaxModelBytes) {
+    return out_of_range("sealed package {}: model is {} bytes; the limit is 2 GiB", short_id(info_.package_id), plaintext);
   }
-  onnx::ModelProto model;
-  // Wipes every tensor payload left in `model` on every exit path.
-  struct ModelWiper {
-    onnx::ModelProto& m;
-    ~ModelWiper() { wipe_graph(*m.mutable_graph()); }
-  } wiper{model};
-  {
-    TENET_ASSIGN_OR_RETURN(ChunkPlaintext graph_chunk, read_chunk_after_key_check(0, keys.enc.view()));
-    TENET_RETURN_IF_ERROR(parse_proto(graph_chunk.bytes.view(), model, "graph chunk 0"));
-  }
-  if (model.graph().initializer_size() != 0) return data_loss("graph chunk 0 carries initializers; expected none");
-  for (uint32_t i = 1; i < chunk_count(); ++i) {
-    TENET_ASSIGN_OR_RETURN(ChunkPlaintext chunk, read_chunk_after_key_check(i, keys.enc.view()));
-    onnx::GraphProto weights;
-    Status parsed = parse_proto(chunk.bytes.view(), weights, fmt::format("weight chunk {}", i));
-    if (!parsed.ok()) {
-      wipe_graph(weights);
-      return parsed;
-    }
-    if (weights.node_size() != 0 || weights.input_size() != 0 || weights.output_size() != 0) {
-      wipe_graph(weights);
-      return data_loss("weight chunk {} holds more than initializers", i);
-    }
-    for (auto& t : *weights.mutable_initializer()) model.mutable_graph()->add_initializer()->Swap(&t);
-  }
-  TENET_ASSIGN_OR_RETURN(SecretBytes serialized, serialize_secret(model, "reassembled model"));
-  wipe_graph(*model.mutable_graph());
-  auto graph = onnx_import::import_model_bytes(
-      std::span(reinterpret_cast<const std::byte*>(serialized.data()), serialized.size()));
+  auto graph = import_by_chunk(keys.enc.view(), import);
   if (!graph.ok()) return graph.status().with_context(fmt::format("importing sealed package {}", short_id(info_.package_id)));
   return graph;
 }
 
-Result<ir::Graph> PackageReader::load_graph_by_chunk(ByteSpan k_enc, const onnx_import::ImportOptions& import) const {
+Result<ir::Graph> PackageReader::import_by_chunk(ByteSpan k_enc, const onnx_import::ImportOptions& import) const {
   onnx::ModelProto model;
+  // Wipes the graph chunk's tensor payloads (Constant nodes) on every exit path.
+  struct ModelWiper {
+    onnx::ModelProto& m;
+    ~ModelWiper() { wipe_graph(*m.mutable_graph()); }
+  } model_wiper{model};
   {
     TENET_ASSIGN_OR_RETURN(ChunkPlaintext graph_chunk, read_chunk_after_key_check(0, k_enc));
     TENET_RETURN_IF_ERROR(parse_proto(graph_chunk.bytes.view(), model, "graph chunk 0"));
   }
-  if (model.graph().initializer_size() != 0) {
-    wipe_graph(*model.mutable_graph());
-    return data_loss("graph chunk 0 carries initializers; expected none");
-  }
+  if (model.graph().initializer_size() != 0) return data_loss("graph chunk 0 carries initializers; expected none");
   onnx_import::ModelImporter importer(import);
   TENET_RETURN_IF_ERROR(importer.begin(model));
   for (uint32_t i = 1; i < chunk_count(); ++i) {

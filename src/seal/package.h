@@ -161,14 +161,12 @@ class PackageReader {
   // Decrypts one chunk into enclave memory: checks the key and manifest MAC, reads the chunk,
   // compares its hash, then opens it. kDataLoss naming the chunk on any mismatch.
   Result<ChunkPlaintext> read_chunk(uint32_t index, crypto::ByteSpan model_key) const;
-  // Decrypts every chunk, reassembles the ONNX model and imports it; every plaintext buffer is
-  // wiped after the import.
-  //
-  // With import.constant_store (bounded loading, ir/graph.h), the graph is imported chunk by chunk
-  // instead: chunk 0 first, then each weight chunk's initializers as the chunk is decrypted, the
-  // large ones deferred into the store; each chunk's plaintext is wiped before the next is read, so
-  // no more than one chunk's plaintext (and none of the model's large weights) is in memory at a
-  // time. The graph equals the whole import's, constant for constant.
+  // Decrypts the chunks one at a time and imports them as they come: chunk 0 (the graph), then
+  // each weight chunk's initializers; each chunk's plaintext and parsed tensors are wiped before
+  // the next chunk is read, so no more than one chunk's plaintext is in memory at a time. With
+  // import.constant_store (bounded loading, ir/graph.h) the large initializers are deferred into
+  // the store as they are read, so the graph does not hold the model's weights either. The graph
+  // equals an import of the whole ONNX model, constant for constant.
   Result<ir::Graph> load_graph(crypto::ByteSpan model_key, const onnx_import::ImportOptions& import = {}) const;
 
  private:
@@ -176,7 +174,7 @@ class PackageReader {
   PackageReader();
   static Result<PackageReader> parse(std::unique_ptr<Source> source);
   Result<ChunkPlaintext> read_chunk_after_key_check(uint32_t index, crypto::ByteSpan k_enc) const;
-  Result<ir::Graph> load_graph_by_chunk(crypto::ByteSpan k_enc, const onnx_import::ImportOptions& import) const;
+  Result<ir::Graph> import_by_chunk(crypto::ByteSpan k_enc, const onnx_import::ImportOptions& import) const;
 
   std::unique_ptr<Source> source_;
   PackageInfo info_;

@@ -479,8 +479,9 @@ TEST(ModelKeyTest, FileRoundTripIs0600Hex) {
 namespace tenet::seal {
 namespace {
 
-// Bounded loading: the package imported chunk by chunk, its weights deferred into a store
-// (ir/graph.h), is the graph the whole import gives, constant for constant, and runs bitwise alike.
+// Bounded loading: the package imported with its weights deferred into a store (ir/graph.h) is
+// the graph the import without a store gives (itself equal to the ONNX model's import, see
+// RoundTripThroughEngineIsBitwiseEqual), constant for constant, and runs bitwise alike.
 TEST_F(PackageTest, ChunkedImportEqualsTheWholeImport) {
   auto r = PackageReader::from_bytes(package_);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
@@ -523,7 +524,7 @@ TEST_F(PackageTest, ChunkedImportEqualsTheWholeImport) {
   ASSERT_EQ(b.size(), 1u);
   EXPECT_EQ(0, std::memcmp(a[0].data(), b[0].data(), a[0].size_bytes()));
 
-  // Tampering and a wrong key fail the chunked import as they fail the whole one.
+  // Tampering and a wrong key fail the import with a store as they fail the one without.
   Bytes bad = package_;
   bad[info_.chunks.back().offset + 3] ^= 1;
   auto tampered = PackageReader::from_bytes(bad);
