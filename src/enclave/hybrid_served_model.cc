@@ -288,19 +288,15 @@ class HybridServedModel final : public serving::ServedModel {
     std::vector<Tensor> joined;
     std::vector<ConstTensorView> views;
     for (size_t i = 0; i < inputs_.size(); ++i) {
-      Shape shape = model_->inputs()[i].shape;  // [batch_, ...]
-      auto t = Tensor::zeros(inputs_[i].dtype, shape);  // rows past `rows` stay zero: padding
+      std::vector<const Tensor*> parts;
+      for (auto& p : batch) parts.push_back(&p->inputs[i]);
+      // [batch_, ...]: rows past `rows` stay zero (padding).
+      auto t = serving::join_rows(inputs_[i].dtype, model_->inputs()[i].shape, parts);
       if (!t.ok()) {
         for (Tensor& j : joined) serving::wipe_tensor(j);
         return fail_all(t.status());
       }
-      auto* dst = static_cast<std::byte*>(t->data());
-      for (auto& p : batch) {
-        const Tensor& src = p->inputs[i];
-        std::memcpy(dst, src.data(), src.size_bytes());
-        dst += src.size_bytes();
-        serving::wipe_tensor(p->inputs[i]);  // copied into the batch
-      }
+      for (auto& p : batch) serving::wipe_tensor(p->inputs[i]);  // copied into the batch
       joined.push_back(std::move(t).value());
     }
     for (const Tensor& t : joined) views.push_back(t.view());
@@ -310,26 +306,15 @@ class HybridServedModel final : public serving::ServedModel {
     for (Tensor& t : joined) serving::wipe_tensor(t);
     const auto t_end = Clock::now();
     std::vector<std::vector<Tensor>> results(batch.size());
+    std::vector<int64_t> request_rows;
+    for (auto& p : batch) request_rows.push_back(p->rows);
     for (size_t o = 0; o < outputs.size() && s.ok(); ++o) {
-      const Tensor& out = outputs[o];
-      if (out.shape().empty() || out.shape()[0] != batch_) {
-        s = internal_error("output '{}' does not follow the batch dimension", outputs_[o].name);
+      auto parts = serving::split_rows(outputs[o], batch_, request_rows);
+      if (!parts.ok()) {
+        s = parts.status().with_context(fmt::format("output '{}'", outputs_[o].name));
         break;
       }
-      const size_t row_bytes = out.size_bytes() / static_cast<size_t>(batch_);
-      const auto* src = static_cast<const std::byte*>(out.data());
-      for (size_t r = 0; r < batch.size() && s.ok(); ++r) {
-        Shape shape = out.shape();
-        shape[0] = batch[r]->rows;
-        const size_t nbytes = row_bytes * static_cast<size_t>(batch[r]->rows);
-        auto t = Tensor::from_bytes(out.dtype(), shape, std::span<const std::byte>(src, nbytes));
-        if (!t.ok()) {
-          s = t.status();
-          break;
-        }
-        results[r].push_back(std::move(t).value());
-        src += nbytes;
-      }
+      for (size_t r = 0; r < batch.size(); ++r) results[r].push_back(std::move((*parts)[r]));
     }
     for (Tensor& t : outputs) serving::wipe_tensor(t);  // the padding rows' outputs with the rest
     {

@@ -359,13 +359,12 @@ class EngineModel final : public ServedModel {
       for (size_t i = 0; i < n_in; ++i) {
         Shape shape = batch[0]->inputs[i].shape();
         shape[0] = total_rows;
-        auto t = Tensor::zeros(inputs_[i].dtype, shape);
-        if (!t.ok()) return finish_fail(batch, t.status());
-        auto* dst = static_cast<std::byte*>(t->data());
-        for (auto& p : batch) {
-          const Tensor& src = p->inputs[i];
-          std::memcpy(dst, src.data(), src.size_bytes());
-          dst += src.size_bytes();
+        std::vector<const Tensor*> parts;
+        for (auto& p : batch) parts.push_back(&p->inputs[i]);
+        auto t = join_rows(inputs_[i].dtype, shape, parts);
+        if (!t.ok()) {
+          for (Tensor& j : joined) wipe_tensor(j);
+          return finish_fail(batch, t.status());
         }
         key.push_back(shape);
         joined.push_back(std::move(t).value());
@@ -404,6 +403,8 @@ class EngineModel final : public ServedModel {
     }
     // Split outputs back per request.
     std::vector<std::vector<Tensor>> results(batch.size());
+    std::vector<int64_t> rows;
+    for (auto& p : batch) rows.push_back(p->rows);
     Status split_status;
     for (size_t o = 0; o < engine_outputs_.size() && split_status.ok(); ++o) {
       const Tensor& out = engine_outputs_[o];
@@ -411,24 +412,12 @@ class EngineModel final : public ServedModel {
         results[0].push_back(out.clone());
         continue;
       }
-      if (out.shape().empty() || out.shape()[0] != total_rows) {
-        split_status = internal_error("model '{}': output '{}' does not follow the batch dimension", name_, outputs_[o].name);
+      auto parts = split_rows(out, total_rows, rows);
+      if (!parts.ok()) {
+        split_status = parts.status().with_context(fmt::format("model '{}': output '{}'", name_, outputs_[o].name));
         break;
       }
-      const size_t row_bytes = out.size_bytes() / static_cast<size_t>(total_rows);
-      const auto* src = static_cast<const std::byte*>(out.data());
-      for (size_t r = 0; r < batch.size(); ++r) {
-        Shape shape = out.shape();
-        shape[0] = batch[r]->rows;
-        const size_t nbytes = row_bytes * static_cast<size_t>(batch[r]->rows);
-        auto t = Tensor::from_bytes(out.dtype(), shape, std::span<const std::byte>(src, nbytes));
-        if (!t.ok()) {
-          split_status = t.status();
-          break;
-        }
-        results[r].push_back(std::move(t).value());
-        src += nbytes;
-      }
+      for (size_t r = 0; r < batch.size(); ++r) results[r].push_back(std::move((*parts)[r]));
     }
     for (Tensor& t : engine_outputs_) wipe_tensor(t);
     const auto t_output = Clock::now();
@@ -629,6 +618,46 @@ int triton_config_dtype(DType dtype) {
 
 void wipe_tensor(Tensor& t) {
   if (t.data() != nullptr && t.size_bytes() > 0) crypto::secure_wipe(t.data(), t.size_bytes());
+}
+
+Result<Tensor> join_rows(DType dtype, const Shape& shape, std::span<const Tensor* const> parts) {
+  TENET_ASSIGN_OR_RETURN(Tensor t, Tensor::zeros(dtype, shape));
+  auto* dst = static_cast<std::byte*>(t.data());
+  const auto* end = dst + t.size_bytes();
+  for (const Tensor* p : parts) {
+    if (p->size_bytes() > static_cast<size_t>(end - dst)) {
+      return internal_error("batch of shape {}: the requests' rows do not fit", shape_to_string(shape));
+    }
+    std::memcpy(dst, p->data(), p->size_bytes());
+    dst += p->size_bytes();
+  }
+  return t;
+}
+
+Result<std::vector<Tensor>> split_rows(const Tensor& batched, int64_t batch_rows, std::span<const int64_t> rows) {
+  if (batched.shape().empty() || batched.shape()[0] != batch_rows || batch_rows <= 0) {
+    return internal_error("output of shape {} does not follow the batch dimension ({} rows)", shape_to_string(batched.shape()),
+                          batch_rows);
+  }
+  const size_t row_bytes = batched.size_bytes() / static_cast<size_t>(batch_rows);
+  const auto* src = static_cast<const std::byte*>(batched.data());
+  std::vector<Tensor> parts;
+  int64_t taken = 0;
+  for (int64_t r : rows) {
+    taken += r;
+    if (r < 0 || taken > batch_rows) return internal_error("splitting {} rows into more than there are", batch_rows);
+    Shape shape = batched.shape();
+    shape[0] = r;
+    const size_t nbytes = row_bytes * static_cast<size_t>(r);
+    auto t = Tensor::from_bytes(batched.dtype(), shape, std::span<const std::byte>(src, nbytes));
+    if (!t.ok()) {
+      for (Tensor& p : parts) wipe_tensor(p);
+      return t.status();
+    }
+    parts.push_back(std::move(t).value());
+    src += nbytes;
+  }
+  return parts;
 }
 
 }  // namespace tenet::serving

@@ -150,4 +150,12 @@ int triton_config_dtype(DType dtype);
 // Wipes a tensor's bytes (OPENSSL_cleanse). Safe on undefined tensors.
 void wipe_tensor(Tensor& t);
 
+// Dynamic batching, shared by the batchers of engine and hybrid models. join_rows: one tensor of
+// `shape` (dimension 0: the batch's rows) holding `parts` one after the other along dimension 0,
+// zeros after them (padding, when the parts have fewer rows). split_rows: `batched`'s leading
+// rows cut back into tensors of rows[0], rows[1], ... rows; kInternal when its dimension 0 is not
+// `batch_rows` (an output that does not follow the batch dimension).
+Result<Tensor> join_rows(DType dtype, const Shape& shape, std::span<const Tensor* const> parts);
+Result<std::vector<Tensor>> split_rows(const Tensor& batched, int64_t batch_rows, std::span<const int64_t> rows);
+
 }  // namespace tenet::serving
