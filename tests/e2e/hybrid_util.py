@@ -11,6 +11,7 @@ in `serving_info` (its "accelerator" entry has the accelerator's pid, its "modes
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 from deployment import Deployment, tenet_bin
@@ -60,3 +61,22 @@ class HybridDeployment(Deployment):
         return ["serve", "--manifest", str(self.manifest), *packages, "--keybroker", getattr(self, "keybroker_url", "http://127.0.0.1:1"),
                 "--sim-dir", str(self.sim_dir), "--identity-store", str(self.dir / "identity-other.sealed"),
                 "--http", "127.0.0.1:0", "--grpc", "127.0.0.1:0", "--metrics", "127.0.0.1:0", *extra]
+
+
+def run_concurrently(client, n: int) -> dict:
+    """Runs client(i) for i in 0..n-1 on n threads at once; result i is what it returned or the
+    exception it raised (the caller asserts on each)."""
+    results: dict[int, object] = {}
+
+    def run(i: int):
+        try:
+            results[i] = client(i)
+        except Exception as e:  # noqa: BLE001 - handed to the caller
+            results[i] = e
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results

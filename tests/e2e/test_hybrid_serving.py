@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from deployment import tenet_bin
-from hybrid_util import HybridDeployment
+from hybrid_util import HybridDeployment, run_concurrently
 
 TEE = "mobilenet_v3_small"
 HYBRID = "resnet18"
@@ -106,22 +106,13 @@ def test_hybrid_output_agrees_with_the_engine(dep, tmp_path):
 
 def test_concurrent_hybrid_requests_agree_with_the_engine(dep, tmp_path):
     """Four attesting clients at once on a pipelined hybrid model: each gets the engine's answer."""
-    import threading
     want = engine_output(HYBRID, tmp_path)
-    results: dict[int, object] = {}
 
     def client(i: int):
-        try:
-            _, path = infer(dep, HYBRID, tmp_path / f"c{i}")
-            results[i] = np.load(path)
-        except Exception as e:  # noqa: BLE001 - reported below
-            results[i] = e
+        _, path = infer(dep, HYBRID, tmp_path / f"c{i}")
+        return np.load(path)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_concurrently(client, 4)
     for i in range(4):
         got = results[i]
         assert isinstance(got, np.ndarray), f"client {i}: {got}"
@@ -295,7 +286,6 @@ def test_dynamic_batching_serves_concurrent_clients_correctly(tmp_path_factory, 
     """max_batch_size 4: concurrent clients' requests run as one batch (one blinded transfer and one
     product per layer for the batch), every client gets the engine's answer, and the metadata shows
     the batch dimension as -1."""
-    import threading
     from tenet_client import TenetClient
     d = HybridDeployment(tmp_path_factory.mktemp("hybrid-batch"), TEE, HYBRID, enclaves=1, threads=2,
                          max_batch_size=4, max_queue_delay_us=3_000_000)
@@ -308,21 +298,13 @@ def test_dynamic_batching_serves_concurrent_clients_correctly(tmp_path_factory, 
         with TenetClient(d.http, cert=cert, timeout=120) as c:
             md = c.metadata(HYBRID)
             assert md["inputs"][0]["shape"][0] == -1 and md["outputs"][0]["shape"][0] == -1
-        results: dict[int, object] = {}
 
         def client(i: int):
-            try:
-                with TenetClient(d.http, cert=cert, timeout=120) as c:
-                    # Client 0 sends two rows at once; the others one each.
-                    results[i] = c.infer(HYBRID, {"input": np.concatenate([x, x]) if i == 0 else x})["output"]
-            except Exception as e:  # noqa: BLE001 - reported below
-                results[i] = e
+            with TenetClient(d.http, cert=cert, timeout=120) as c:
+                # Client 0 sends two rows at once; the others one each.
+                return c.infer(HYBRID, {"input": np.concatenate([x, x]) if i == 0 else x})["output"]
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = run_concurrently(client, 3)
         rows = []
         for i in range(3):
             got = results[i]
