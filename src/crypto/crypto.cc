@@ -409,6 +409,27 @@ Status aes128gcm_open_from_untrusted(ByteSpan key, ByteSpan iv, ByteSpan aad, By
   return gcm_open_from_untrusted(kAes128GcmKeyBytes, key, iv, aad, untrusted_ciphertext, tag, out);
 }
 
+bool aes128gcm_dot_supported(int64_t k) { return use_vaes_gcm() && k > 0 && k % 64 == 0; }
+
+Status aes128gcm_open_dot_from_untrusted(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan untrusted_ciphertext, ByteSpan tag,
+                                         const float* x, size_t k, std::span<float> lanes) {
+  TENET_RETURN_IF_ERROR(check_gcm_args(key, iv, kAes128GcmKeyBytes));
+  if (tag.size() != kAesGcmTagBytes) return invalid_argument("AES-GCM tag of {} bytes, expected {}", tag.size(), kAesGcmTagBytes);
+  if (!aes128gcm_dot_supported(static_cast<int64_t>(k))) return unimplemented("no fused AES-GCM dot product for rows of {} floats here", k);
+  const size_t row_bytes = k * sizeof(float);
+  if (untrusted_ciphertext.size() % row_bytes != 0 || lanes.size() != untrusted_ciphertext.size() / row_bytes * 64) {
+    return invalid_argument("AES-GCM dot product: {} bytes of text and {} lanes for rows of {} floats", untrusted_ciphertext.size(),
+                            lanes.size(), k);
+  }
+  uint8_t expected[kAesGcmTagBytes], computed[kAesGcmTagBytes];
+  std::memcpy(expected, tag.data(), kAesGcmTagBytes);
+  gcm_vaes::Context vaes;
+  vaes.start(key.data(), key.size(), iv.data(), aad.data(), aad.size());
+  vaes.decrypt_dot_f32(untrusted_ciphertext.data(), untrusted_ciphertext.size() / row_bytes, k, x, lanes.data());
+  vaes.finish(computed);
+  return check_tag(expected, computed, std::span(reinterpret_cast<uint8_t*>(lanes.data()), lanes.size_bytes()));
+}
+
 Result<Bytes> aes256gcm_open(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext_and_tag) {
   if (ciphertext_and_tag.size() < kAesGcmTagBytes) {
     return data_loss("AES-GCM message of {} bytes is shorter than its tag", ciphertext_and_tag.size());

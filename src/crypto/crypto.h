@@ -117,6 +117,15 @@ inline constexpr size_t kAes128GcmKeyBytes = 16;
 Status aes128gcm_seal_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan plaintext, std::span<uint8_t> out);
 Status aes128gcm_open_from_untrusted(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan untrusted_ciphertext, ByteSpan tag,
                                      std::span<uint8_t> out);
+// The same opening, for a plaintext of float32 rows of `k` values that is only needed as dot
+// products with x: row r's 64 partial sums go to lanes[64·r ..] (gcm_vaes::Context::decrypt_dot_f32
+// gives the order; the plaintext never leaves registers). kUnimplemented where tenet's VAES GCM is
+// not in use or k is not a multiple of 64 (the caller then decrypts into memory); kDataLoss and
+// `lanes` wiped when the tag does not verify. lanes.size() must be 64 per row.
+// aes128gcm_dot_supported(k): whether it takes rows of k floats here.
+bool aes128gcm_dot_supported(int64_t k);
+Status aes128gcm_open_dot_from_untrusted(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan untrusted_ciphertext, ByteSpan tag,
+                                         const float* x, size_t k, std::span<float> lanes);
 
 // ---- elliptic-curve keys (ECDSA, ECDH) ----
 enum class Curve { kP256, kP384 };

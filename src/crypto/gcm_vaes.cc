@@ -227,10 +227,46 @@ TENET_VAES inline void middle_rounds16(__m512i ks[4], const __m512i rk[15]) {
     for (int j = 0; j < 4; ++j) ks[j] = _mm512_aesenc_epi128(ks[j], rk[r]);
 }
 
+// Where the text of a 256-byte step goes: stored (encrypt, decrypt), or consumed in registers
+// (decrypt_dot_f32).
+struct StoreText {
+  uint8_t* out;
+  TENET_VAES inline void step(const __m512i res[4]) {
+    for (int j = 0; j < 4; ++j) _mm512_storeu_si512(out + 64 * j, res[j]);
+    out += 256;
+  }
+  void tail(const uint8_t* block, size_t len) {
+    std::memcpy(out, block, len);
+    out += len;
+  }
+};
+// A step is 64 floats of one row: lane j of the row's partial sums becomes fma(x[i + j], w[i + j],
+// lane j), one rounding (the gemv kernel's order and roundings, bit for bit). After k/64 steps the
+// next row's lanes start.
+struct DotText {
+  const float* x;
+  size_t k;
+  float* lanes;  // the current row's 64 partial sums, kept in L1 (a register for each would spill the rounds' keys)
+  size_t i;
+  TENET_VAES inline void step(const __m512i res[4]) {
+    for (int j = 0; j < 4; ++j) {
+      const __m512 sum = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16 * j), _mm512_castsi512_ps(res[j]), _mm512_loadu_ps(lanes + 16 * j));
+      _mm512_storeu_ps(lanes + 16 * j, sum);
+    }
+    i += 64;
+    if (i == k) {
+      lanes += 64;
+      i = 0;
+    }
+  }
+  void tail(const uint8_t*, size_t) {}  // never called: the text is whole steps (k is a multiple of 64)
+};
+
 // kRounds is a template parameter so that the round loop is fully unrolled with the round keys in
-// registers (10 for AES-128, 14 for AES-256).
-template <bool kEncrypt, int kRounds>
-TENET_VAES void crypt_impl(Context::State& st, const uint8_t* in, uint8_t* out, size_t n) {
+// registers (10 for AES-128, 14 for AES-256). The text goes to `sink`: step() for each 256-byte
+// step, tail() for the last n mod 256 bytes, a block at a time.
+template <bool kEncrypt, int kRounds, typename Sink>
+TENET_VAES void crypt_impl(Context::State& st, const uint8_t* in, size_t n, Sink& sink) {
   st.text_bytes += n;
   __m512i rk[15];
   for (int r = 0; r < 15; ++r) rk[r] = _mm512_broadcast_i32x4(_mm_load_si128(as<__m128i>(st.round_keys[r])));
@@ -239,7 +275,7 @@ TENET_VAES void crypt_impl(Context::State& st, const uint8_t* in, uint8_t* out, 
   __m128i y = _mm_load_si128(as<__m128i>(st.ghash));
   __m512i ctr4 = counters4(_mm_load_si128(as<__m128i>(st.counter)));
 
-  for (; n >= 256; n -= 256, in += 256, out += 256) {
+  for (; n >= 256; n -= 256, in += 256) {
     __m512i text[4], ks[4];
     for (int j = 0; j < 4; ++j) _mm_prefetch(reinterpret_cast<const char*>(in + kPrefetchAhead + 64 * j), _MM_HINT_T0);
     for (int j = 0; j < 4; ++j) _mm_prefetch(reinterpret_cast<const char*>(in + kPrefetchL2 + 64 * j), _MM_HINT_T1);
@@ -255,10 +291,8 @@ TENET_VAES void crypt_impl(Context::State& st, const uint8_t* in, uint8_t* out, 
     if constexpr (!kEncrypt) y = ghash16(y, text, hp);
     middle_rounds16<kRounds>(ks, rk);
     __m512i res[4];
-    for (int j = 0; j < 4; ++j) {
-      res[j] = _mm512_xor_si512(_mm512_aesenclast_epi128(ks[j], rk[kRounds]), text[j]);
-      _mm512_storeu_si512(out + 64 * j, res[j]);
-    }
+    for (int j = 0; j < 4; ++j) res[j] = _mm512_xor_si512(_mm512_aesenclast_epi128(ks[j], rk[kRounds]), text[j]);
+    sink.step(res);
     if constexpr (kEncrypt) y = ghash16(y, res, hp);
   }
   __m128i ctr = _mm512_castsi512_si128(ctr4);
@@ -276,17 +310,30 @@ TENET_VAES void crypt_impl(Context::State& st, const uint8_t* in, uint8_t* out, 
     std::memcpy(block, in, len);
     const __m128i input = _mm_load_si128(as<__m128i>(block));
     _mm_store_si128(as<__m128i>(block), _mm_xor_si128(input, ks));
-    std::memcpy(out, block, len);
+    sink.tail(block, len);
     std::memset(block + len, 0, 16 - len);  // GHASH pads the last ciphertext block with zeros
     const __m128i cipher = kEncrypt ? _mm_load_si128(as<__m128i>(block)) : input;
     y = gfmul(_mm_xor_si128(y, bswap128(cipher)), h1);
     n -= len;
     in += len;
-    out += len;
   }
   _mm_store_si128(as<__m128i>(st.ghash), y);
   _mm_store_si128(as<__m128i>(st.counter), ctr);
   explicit_bzero(rk1, sizeof(rk1));
+}
+
+TENET_VAES void dot_impl(Context::State& st, const uint8_t* in, size_t rows, size_t k, const float* x, float* lanes) {
+  DotText sink;
+  sink.x = x;
+  sink.k = k;
+  sink.lanes = lanes;
+  sink.i = 0;
+  std::memset(lanes, 0, rows * 64 * sizeof(float));
+  if (st.rounds == 10) {
+    crypt_impl<false, 10>(st, in, rows * k * sizeof(float), sink);
+  } else {
+    crypt_impl<false, 14>(st, in, rows * k * sizeof(float), sink);
+  }
 }
 
 TENET_VAES void finish_impl(Context::State& st, uint8_t tag[16]) {
@@ -342,18 +389,23 @@ void Context::start(const uint8_t* key, size_t key_bytes, const uint8_t iv[12], 
   start_impl(state_, key, key_bytes, iv, aad, aad_len);
 }
 void Context::encrypt(const uint8_t* in, uint8_t* out, size_t n) {
+  StoreText sink{out};
   if (state_.rounds == 10) {
-    crypt_impl<true, 10>(state_, in, out, n);
+    crypt_impl<true, 10>(state_, in, n, sink);
   } else {
-    crypt_impl<true, 14>(state_, in, out, n);
+    crypt_impl<true, 14>(state_, in, n, sink);
   }
 }
 void Context::decrypt(const uint8_t* in, uint8_t* out, size_t n) {
+  StoreText sink{out};
   if (state_.rounds == 10) {
-    crypt_impl<false, 10>(state_, in, out, n);
+    crypt_impl<false, 10>(state_, in, n, sink);
   } else {
-    crypt_impl<false, 14>(state_, in, out, n);
+    crypt_impl<false, 14>(state_, in, n, sink);
   }
+}
+void Context::decrypt_dot_f32(const uint8_t* in, size_t rows, size_t k, const float* x, float* lanes) {
+  dot_impl(state_, in, rows, k, x, lanes);
 }
 void Context::finish(uint8_t tag[16]) { finish_impl(state_, tag); }
 void Context::seek_counter(uint32_t next_counter) { std::memcpy(state_.counter, &next_counter, 4); }

@@ -45,6 +45,13 @@ class Context {
   // rewrites concurrently: what is authenticated is what is decrypted (no double fetch).
   void encrypt(const uint8_t* in, uint8_t* out, size_t n);
   void decrypt(const uint8_t* in, uint8_t* out, size_t n);
+  // Decryption that consumes the text instead of storing it: the text is `rows` rows of `k`
+  // float32 (k a multiple of 64, > 0), and row r's 64 partial sums of its dot product with x go to
+  // lanes[64·r .. 64·r + 63]: lane j = Σ_i x[64·i + j]·w_r[64·i + j] in order of i, each term
+  // added by a fused multiply-add (the order and roundings of the engine's matrix-vector kernel, so
+  // that its result is bit-identical). The plaintext never leaves registers. As with decrypt(), nothing is known to
+  // be authentic before finish()'s tag is checked: a caller discards the lanes on a mismatch.
+  void decrypt_dot_f32(const uint8_t* in, size_t rows, size_t k, const float* x, float* lanes);
   void finish(uint8_t tag[16]);
   void wipe();
   // Moves the 32-bit block counter (inc32 of J0 right after start()); tests use it to check the

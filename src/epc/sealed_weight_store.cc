@@ -100,15 +100,22 @@ Result<const SealedWeightStore::Entry*> SealedWeightStore::entry(uint32_t id) co
   return entries_[id].get();
 }
 
-Status SealedWeightStore::open_chunk(uint32_t id, const Entry& e, size_t chunk, uint8_t* out) const {
-  const size_t off = chunk * e.chunk_bytes, n = std::min<size_t>(e.chunk_bytes, e.size - off);
+template <typename Open>
+Status SealedWeightStore::open_chunk_with(uint32_t id, const Entry& e, uint64_t chunk, const Open& open) const {
+  const uint64_t off = chunk * e.chunk_bytes, n = std::min<uint64_t>(e.chunk_bytes, e.size - off);
   const uint8_t* sealed = e.sealed.data() + off + chunk * kTag;
   const auto iv = chunk_iv(id, static_cast<uint32_t>(chunk));
   const auto aad = chunk_aad(store_id_, id, static_cast<uint32_t>(chunk), e.size, e.chunk_bytes);
-  Status s = crypto::aes128gcm_open_from_untrusted(key_, iv, aad, std::span(sealed, n), std::span(sealed + n, kTag), std::span(out, n));
-  if (s.ok()) return s;
+  Status s = open(crypto::ByteSpan(key_), crypto::ByteSpan(iv), crypto::ByteSpan(aad), crypto::ByteSpan(sealed, n), crypto::ByteSpan(sealed + n, kTag));
+  if (s.code() != StatusCode::kDataLoss) return s;
   return data_loss("sealed weight store: entry {} chunk {} failed authentication (tampered or replaced in untrusted memory): {}", id,
                    chunk, s.message());
+}
+
+Status SealedWeightStore::open_chunk(uint32_t id, const Entry& e, size_t chunk, uint8_t* out) const {
+  return open_chunk_with(id, e, chunk, [out](crypto::ByteSpan key, crypto::ByteSpan iv, crypto::ByteSpan aad, crypto::ByteSpan text, crypto::ByteSpan tag) {
+    return crypto::aes128gcm_open_from_untrusted(key, iv, aad, text, tag, std::span(out, text.size()));
+  });
 }
 
 Status SealedWeightStore::get(uint32_t id, std::span<std::byte> dst) {
@@ -148,6 +155,20 @@ Status SealedWeightStore::get_piece(uint32_t id, uint64_t piece, std::span<std::
   bytes_decrypted_.fetch_add(dst.size(), std::memory_order_relaxed);
   return ok_status();
 }
+
+Status SealedWeightStore::dot_piece(uint32_t id, uint64_t piece, const float* x, int64_t k, std::span<float> lanes) {
+  TENET_ASSIGN_OR_RETURN(const Entry* e, entry(id));
+  if (piece * e->chunk_bytes >= e->size || k <= 0) return invalid_argument("sealed weight store: entry {} has no piece {}", id, piece);
+  uint64_t n = 0;
+  TENET_RETURN_IF_ERROR(open_chunk_with(id, *e, piece, [&](crypto::ByteSpan key, crypto::ByteSpan iv, crypto::ByteSpan aad, crypto::ByteSpan text, crypto::ByteSpan tag) {
+    n = text.size();
+    return crypto::aes128gcm_open_dot_from_untrusted(key, iv, aad, text, tag, x, static_cast<size_t>(k), lanes);
+  }));
+  bytes_decrypted_.fetch_add(n, std::memory_order_relaxed);
+  return ok_status();
+}
+
+bool SealedWeightStore::dots_pieces(int64_t k) const { return crypto::aes128gcm_dot_supported(k); }
 
 uint64_t SealedWeightStore::stored_bytes() const {
   std::lock_guard lock(mu_);

@@ -46,6 +46,8 @@ class SealedWeightStore final : public cpu::WeightStore {
   Result<uint32_t> put_from(uint64_t size, uint64_t piece_bytes, const Filler& fill) override;
   Status get(uint32_t id, std::span<std::byte> dst) override;
   Status get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) override;
+  Status dot_piece(uint32_t id, uint64_t piece, const float* x, int64_t k, std::span<float> lanes) override;
+  bool dots_pieces(int64_t k) const override;
   uint64_t stored_bytes() const override;
   std::string describe() const override;
 
@@ -65,7 +67,10 @@ class SealedWeightStore final : public cpu::WeightStore {
   // Seals an entry of `size` bytes chunk by chunk; `plaintext(offset, n)` gives each chunk's bytes.
   Result<uint32_t> seal_entry(uint64_t size, uint64_t piece_bytes,
                               const std::function<Result<const uint8_t*>(uint64_t, size_t)>& plaintext);
-  // Decrypts one chunk into `out`; kDataLoss naming the entry and chunk when it does not verify.
+  // Opens one chunk with `open(key, iv, aad, ciphertext, tag)` (one of crypto's AES-128-GCM
+  // openings); kDataLoss naming the entry and chunk when it does not verify. Defined in the .cc.
+  template <typename Open>
+  Status open_chunk_with(uint32_t id, const Entry& e, uint64_t chunk, const Open& open) const;
   Status open_chunk(uint32_t id, const Entry& e, size_t chunk, uint8_t* out) const;
   std::array<uint8_t, crypto::kAes128GcmKeyBytes> key_{};
   std::array<uint8_t, 16> store_id_{};

@@ -977,7 +977,13 @@ Status CompiledModel::run_steps(std::span<const ConstTensorView> inputs, std::ve
         TENET_RETURN_IF_ERROR(store.get_piece(w.id, piece, buffer));
         return buffer.data();
       };
-      s = m.steps[i].kernel->execute_pieces(m.stream, w.index, load, std::span(m.piece_scratch.get(), streaming_plan_.piece_buffer_bytes));
+      auto dot = [&store, &w](uint64_t piece, const float* x, int64_t k, std::span<float> lanes) -> Result<bool> {
+        if (piece < w.resident_pieces || !store.dots_pieces(k)) return false;
+        TENET_RETURN_IF_ERROR(store.dot_piece(w.id, piece, x, k, lanes));
+        return true;
+      };
+      s = m.steps[i].kernel->execute_pieces(m.stream, w.index, load, dot,
+                                            std::span(m.piece_scratch.get(), streaming_plan_.piece_buffer_bytes));
       if (!s.ok()) return s.with_context(fmt::format("loading the weights of step {} ({}) piece by piece", i, step_info_[i].node));
     } else {
       s = m.steps[i].kernel->execute(m.stream);

@@ -34,9 +34,12 @@ float finish_dot(float* acc, float tail) {
   return acc[0] + tail;
 }
 
-// The portable form, and the AVX-512 form with the same order of additions. One of them is picked
-// per process, and every GemvKernel uses it for execute() and execute_pieces() alike. A row's result
-// does not depend on which rows it is grouped with.
+// The portable form, and the AVX-512 form with the same order of additions. The AVX-512 form adds
+// each product with a fused multiply-add (one rounding), as the sealed weight store's decrypting dot
+// product does (crypto::aes128gcm_open_dot_from_untrusted), so the two give the same bits; the
+// portable form rounds the product first. One form is picked per process, and every GemvKernel uses
+// it for execute() and execute_pieces() alike. A row's result does not depend on which rows it is
+// grouped with.
 float dot_portable(const float* x, const float* w, int64_t k) {
   float acc[kLanes] = {};
   int64_t i = 0;
@@ -55,7 +58,7 @@ float dot_portable(const float* x, const float* w, int64_t k) {
 }
 
 // Four rows at once (four memory streams per thread, where one stream alone leaves DRAM
-// bandwidth unused); each row's partial sums are formed exactly as in dot_portable's order.
+// bandwidth unused); each row's partial sums are formed in dot_portable's order.
 __attribute__((target("avx512f"))) void dot4_avx512(const float* x, const float* w, int64_t k, int64_t rows, float* out) {
   __m512 acc[4][4];
   for (int r = 0; r < 4; ++r)
@@ -70,10 +73,10 @@ __attribute__((target("avx512f"))) void dot4_avx512(const float* x, const float*
       _mm_prefetch(reinterpret_cast<const char*>(wr + kPrefetchFloats + 16), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(wr + kPrefetchFloats + 32), _MM_HINT_T0);
       _mm_prefetch(reinterpret_cast<const char*>(wr + kPrefetchFloats + 48), _MM_HINT_T0);
-      acc[r][0] = _mm512_add_ps(acc[r][0], _mm512_mul_ps(x0, _mm512_loadu_ps(wr)));
-      acc[r][1] = _mm512_add_ps(acc[r][1], _mm512_mul_ps(x1, _mm512_loadu_ps(wr + 16)));
-      acc[r][2] = _mm512_add_ps(acc[r][2], _mm512_mul_ps(x2, _mm512_loadu_ps(wr + 32)));
-      acc[r][3] = _mm512_add_ps(acc[r][3], _mm512_mul_ps(x3, _mm512_loadu_ps(wr + 48)));
+      acc[r][0] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(wr), acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(x1, _mm512_loadu_ps(wr + 16), acc[r][1]);
+      acc[r][2] = _mm512_fmadd_ps(x2, _mm512_loadu_ps(wr + 32), acc[r][2]);
+      acc[r][3] = _mm512_fmadd_ps(x3, _mm512_loadu_ps(wr + 48), acc[r][3]);
     }
   }
   for (int64_t r = 0; r < rows; ++r) {
@@ -199,9 +202,11 @@ class GemvKernel final : public Kernel {
     return static_cast<size_t>(weight_piece_bytes(i)) * static_cast<size_t>(std::max(threads, 1));
   }
 
-  // Pieces are dealt to threads like rows in execute(); each thread has a piece decrypted into its
-  // part of `scratch` (or finds it resident) and computes that piece's rows while they are in its L2.
-  Status execute_pieces(dnnl::stream&, size_t i, const PieceLoader& load, std::span<std::byte> scratch) override {
+  // Pieces are dealt to threads like rows in execute(). A thread has the store compute a piece's
+  // partial sums as it decrypts it (`dot`: the sums are dot_'s lanes, so the bits are the same), or
+  // has the piece decrypted into its part of `scratch` (or finds it resident) and computes that
+  // piece's rows while they are in its L2.
+  Status execute_pieces(dnnl::stream&, size_t i, const PieceLoader& load, const PieceDot& dot, std::span<std::byte> scratch) override {
     if (i != 0) return invalid_argument("tenet_gemv: weight {} is not streamed in pieces", i);
     if (bias_ == nullptr) return internal_error("tenet_gemv: the bias is not in memory");
     const uint64_t piece_bytes = weight_piece_bytes(0);
@@ -216,18 +221,32 @@ class GemvKernel final : public Kernel {
 #pragma omp for schedule(static)
       for (int64_t p = 0; p < pieces; ++p) {
         const int64_t first = p * rows_per_piece_, rows = std::min(rows_per_piece_, s_.n - first);
-        Result<const std::byte*> bytes = buf.empty() ? Result<const std::byte*>(internal_error("tenet_gemv: no scratch for thread {}", t))
-                                                     : load(static_cast<uint64_t>(p), buf.first(static_cast<size_t>(rows * s_.k) * sizeof(float)));
-        if (!bytes.ok()) {
-#pragma omp critical(tenet_gemv_failure)
-          if (failed < 0 || p < failed) {
-            failed = p;
-            failure = bytes.status();
+        Status error;
+        if (buf.empty()) {
+          error = internal_error("tenet_gemv: no scratch for thread {}", t);
+        } else {
+          // rows·64 lanes fit the piece's buffer: a row has k >= 64 floats whenever dot applies.
+          const std::span<float> lanes(reinterpret_cast<float*>(buf.data()), static_cast<size_t>(rows * kLanes));
+          Result<bool> fused = dot && s_.k % kLanes == 0 ? dot(static_cast<uint64_t>(p), x_, s_.k, lanes) : Result<bool>(false);
+          if (fused.ok() && *fused) {
+            for (int64_t r = 0; r < rows; ++r) store_row(first + r, finish_dot(lanes.data() + r * kLanes, 0.f));
+            continue;
           }
-          continue;
+          Result<const std::byte*> bytes =
+              fused.ok() ? load(static_cast<uint64_t>(p), buf.first(static_cast<size_t>(rows * s_.k) * sizeof(float)))
+                         : Result<const std::byte*>(fused.status());
+          if (bytes.ok()) {
+            const auto* w = reinterpret_cast<const float*>(*bytes);
+            for (int64_t r = 0; r < rows; r += 4) compute_rows(first + r, std::min<int64_t>(4, rows - r), w + r * s_.k);
+            continue;
+          }
+          error = bytes.status();
         }
-        const auto* w = reinterpret_cast<const float*>(*bytes);
-        for (int64_t r = 0; r < rows; r += 4) compute_rows(first + r, std::min<int64_t>(4, rows - r), w + r * s_.k);
+#pragma omp critical(tenet_gemv_failure)
+        if (failed < 0 || p < failed) {
+          failed = p;
+          failure = error;
+        }
       }
       if (!buf.empty()) explicit_bzero(buf.data(), buf.size());
     }
@@ -243,10 +262,11 @@ class GemvKernel final : public Kernel {
   void compute_rows(int64_t first, int64_t rows, const float* w) const {
     float d[4];
     dot_(x_, w, s_.k, rows, d);
-    for (int64_t r = 0; r < rows; ++r) {
-      const float v = d[r] + bias_[first + r];
-      y_[first + r] = s_.relu ? std::max(v, 0.f) : v;
-    }
+    for (int64_t r = 0; r < rows; ++r) store_row(first + r, d[r]);
+  }
+  void store_row(int64_t row, float dot) const {
+    const float v = dot + bias_[row];
+    y_[row] = s_.relu ? std::max(v, 0.f) : v;
   }
 
   GemvShape s_;

@@ -90,10 +90,16 @@ class Kernel {
   // giving the address of piece p's bytes, either in resident memory or decrypted into `buffer`
   // (which the kernel carves out of `scratch`: pieces_scratch_bytes() for `threads` threads), and
   // computes exactly what execute() computes with the whole weight.
+  // A kernel whose weight rows (float32, k each) are only needed as dot products with one input
+  // row may first ask `dot` for piece p: true when it wrote each row's 64 partial sums into `lanes`
+  // (WeightStore::dot_piece: the store decrypts the piece without writing it to memory), false
+  // when the piece must be loaded instead (resident, or the store cannot). `dot` may be empty.
   using PieceLoader = std::function<Result<const std::byte*>(uint64_t piece, std::span<std::byte> buffer)>;
+  using PieceDot = std::function<Result<bool>(uint64_t piece, const float* x, int64_t k, std::span<float> lanes)>;
   virtual uint64_t weight_piece_bytes(size_t i) const { return 0; }
   virtual size_t pieces_scratch_bytes(size_t i, int threads) const { return 0; }
-  virtual Status execute_pieces(dnnl::stream& stream, size_t i, const PieceLoader& load, std::span<std::byte> scratch) {
+  virtual Status execute_pieces(dnnl::stream& stream, size_t i, const PieceLoader& load, const PieceDot& dot,
+                                std::span<std::byte> scratch) {
     return unimplemented("{}: no piecewise execution", name());
   }
 

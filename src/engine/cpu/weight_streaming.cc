@@ -57,6 +57,10 @@ Result<uint32_t> WeightStore::put_from(uint64_t size, uint64_t piece_bytes, cons
   return put(bytes, piece_bytes);
 }
 
+Status WeightStore::dot_piece(uint32_t, uint64_t, const float*, int64_t, std::span<float>) {
+  return unimplemented("{}: no dot products from stored pieces", describe());
+}
+
 Status WeightStore::get_constant(uint32_t id, uint64_t entry_bytes, uint64_t offset, std::span<std::byte> dst) {
   constexpr uint64_t kPiece = kConstantPieceBytes;
   if (offset + dst.size() > entry_bytes) return invalid_argument("weight store: bytes beyond entry {}", id);

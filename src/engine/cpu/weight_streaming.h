@@ -18,9 +18,12 @@
 //   loaded back once, at compile time.
 // * Pieces: a kernel that reads a weight once, in independent pieces (tenet_gemv, the batch-1
 //   fully-connected layers), takes it straight from the store piece by piece: each compute thread
-//   decrypts a piece of whole rows (about 256 KiB) into its own buffer and uses it while it is in
-//   its L2. Such a weight needs no ring slot and no tiling, and its bytes are read from memory
-//   once per run (ciphertext), not three times (ciphertext, ring write, ring read).
+//   has a piece of whole rows (about 256 KiB) decrypted into its own buffer and uses it while it
+//   is in its L2 or, where the store can (WeightStore::dot_piece: the sealed store on VAES), into
+//   the rows' dot products as it decrypts, the plaintext never written to memory (alexnet's fc6,
+//   151 MB on 2 threads: 8.1 → 7.5 ms, measured in the same minutes). Such a weight needs no ring
+//   slot and no tiling, and its bytes are read from memory once per run (ciphertext), not three
+//   times (ciphertext, ring write, ring read).
 // * Tiling (passes::tile_linear_outputs, applied before compiling): a linear layer whose weights
 //   alone exceed a ring slot (VGG16's fc6, 411 MB) is split along its output channels into
 //   layers whose weights fit, joined by a Concat that the compiler turns into direct writes.
@@ -71,6 +74,15 @@ class WeightStore : public ir::ConstantStore {
   virtual Status get(uint32_t id, std::span<std::byte> dst) = 0;
   // Piece `piece` of an entry put with piece_bytes > 0; `dst` has exactly that piece's size.
   virtual Status get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) = 0;
+  // For a piece whose bytes are float32 rows of `k` values, needed only as dot products with x
+  // (tenet_gemv): row r's 64 partial sums into lanes[64·r .. 64·r + 63], lane j = Σ_i x[64·i + j]·
+  // w_r[64·i + j] (in order of i, one fused multiply-add each). A store that decrypts can do
+  // this without writing the piece anywhere (SealedWeightStore: the plaintext stays in registers,
+  // and the separate pass over an L2 buffer is gone). kUnimplemented, the default, or for a k it
+  // cannot take (dots_pieces() says which): the caller uses get_piece().
+  virtual Status dot_piece(uint32_t id, uint64_t piece, const float* x, int64_t k, std::span<float> lanes);
+  // Whether dot_piece() takes rows of k floats here (the caller asks before each piece).
+  virtual bool dots_pieces(int64_t k) const { return false; }
   virtual uint64_t stored_bytes() const = 0;
   virtual std::string describe() const = 0;
 

@@ -9,6 +9,8 @@
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 
+#include <cmath>
+#include <cstring>
 #include <random>
 
 #include "crypto/crypto.h"
@@ -246,6 +248,62 @@ TEST(GcmBackends, WrappersAgreeAndRefuseTampering) {
     EXPECT_EQ(aes256gcm_open(key, iv, bad_aad, sealed).status().code(), StatusCode::kDataLoss);
   }
   ASSERT_TRUE(set_aes_gcm_backend("auto").ok());
+}
+
+// Decrypting into dot products: each row's 64 lanes equal the lanes of the same sums over the
+// plaintext OpenSSL decrypts (fused multiply-adds in order: the engine's gemv order),
+// bit for bit, with the ciphertext at any 16-byte offset; a tampered text or tag is refused with
+// the lanes wiped; rows that are not whole 256-byte steps, or the OpenSSL backend, are declined.
+TEST_F(GcmVaes, DecryptsIntoDotProductsOfTheRows) {
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  for (const size_t k : {size_t{64}, size_t{192}, size_t{9216}}) {
+    for (const size_t rows : {size_t{1}, size_t{3}, size_t{7}}) {
+      SCOPED_TRACE(::testing::Message() << k << " x " << rows);
+      std::vector<float> w(rows * k), x(k);
+      for (float& v : w) v = u(rng) * 0.05f;
+      for (float& v : x) v = u(rng);
+      const Bytes key = random_bytes(16, rng), iv = random_bytes(12, rng), aad = random_bytes(40, rng);
+      Bytes plain(w.size() * sizeof(float));
+      std::memcpy(plain.data(), w.data(), plain.size());
+      const Sealed sealed = openssl_seal(key, iv, aad, plain);
+      std::vector<float> want(rows * 64, 0.f);
+      for (size_t r = 0; r < rows; ++r) {
+        for (size_t i = 0; i < k; i += 64) {
+          for (size_t j = 0; j < 64; ++j) {
+            want[r * 64 + j] = std::fma(x[i + j], w[r * k + i + j], want[r * 64 + j]);
+          }
+        }
+      }
+      // At an offset that is not a multiple of 64, as the sealed store's chunks after the first are.
+      Bytes shifted(16 + sealed.text.size());
+      std::memcpy(shifted.data() + 16, sealed.text.data(), sealed.text.size());
+      const ByteSpan text(shifted.data() + 16, sealed.text.size());
+      std::vector<float> lanes(rows * 64, 1.f);
+      ASSERT_TRUE(aes128gcm_open_dot_from_untrusted(key, iv, aad, text, sealed.tag, x.data(), k, lanes).ok());
+      EXPECT_EQ(std::memcmp(lanes.data(), want.data(), lanes.size() * sizeof(float)), 0);
+
+      Bytes bad = sealed.text;
+      bad[bad.size() / 2] ^= 0x04;
+      EXPECT_EQ(aes128gcm_open_dot_from_untrusted(key, iv, aad, bad, sealed.tag, x.data(), k, lanes).code(), StatusCode::kDataLoss);
+      EXPECT_EQ(lanes, std::vector<float>(rows * 64, 0.f));
+      Bytes bad_tag = sealed.tag;
+      bad_tag[0] ^= 1;
+      EXPECT_EQ(aes128gcm_open_dot_from_untrusted(key, iv, aad, sealed.text, bad_tag, x.data(), k, lanes).code(),
+                StatusCode::kDataLoss);
+      std::vector<float> short_lanes(rows * 64 - 1);
+      EXPECT_EQ(aes128gcm_open_dot_from_untrusted(key, iv, aad, sealed.text, sealed.tag, x.data(), k, short_lanes).code(),
+                StatusCode::kInvalidArgument);
+    }
+  }
+  std::vector<float> x(100), lanes(64);
+  const Bytes key(16, 1), iv(12, 2), text(400), tag(16);
+  EXPECT_FALSE(aes128gcm_dot_supported(100));
+  EXPECT_EQ(aes128gcm_open_dot_from_untrusted(key, iv, {}, text, tag, x.data(), 100, lanes).code(), StatusCode::kUnimplemented);
+  ASSERT_TRUE(set_aes_gcm_backend("openssl").ok());
+  EXPECT_FALSE(aes128gcm_dot_supported(64));
+  ASSERT_TRUE(set_aes_gcm_backend("auto").ok());
+  EXPECT_TRUE(aes128gcm_dot_supported(64));
 }
 
 }  // namespace
