@@ -1,9 +1,11 @@
 #include "epc/sealed_weight_store.h"
 
 #include <omp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 #include "crypto/crypto.h"
 
@@ -64,6 +66,39 @@ Result<uint32_t> SealedWeightStore::put_from(uint64_t size, uint64_t piece_bytes
   });
 }
 
+namespace {
+constexpr size_t kHugePage = size_t{2} << 20;
+}  // namespace
+
+bool SealedWeightStore::HostBytes::allocate(size_t n) {
+  if (n >= kHugePage) {
+    const size_t len = (n + kHugePage - 1) / kHugePage * kHugePage;
+    void* m = ::mmap(nullptr, len + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return false;
+    // Align to a huge page (the kernel backs only aligned 2 MiB ranges with one) and unmap the slack.
+    auto* base = static_cast<uint8_t*>(m);
+    const size_t head = (kHugePage - reinterpret_cast<uintptr_t>(base) % kHugePage) % kHugePage;
+    if (head > 0) ::munmap(base, head);
+    if (kHugePage - head > 0) ::munmap(base + head + len, kHugePage - head);
+    p_ = base + head;
+    mapped_ = len;
+    (void)::madvise(p_, len, MADV_HUGEPAGE);  // advice only
+  } else {
+    p_ = new (std::nothrow) uint8_t[n == 0 ? 1 : n]();
+    if (p_ == nullptr) return false;
+  }
+  n_ = n;
+  return true;
+}
+
+SealedWeightStore::HostBytes::~HostBytes() {
+  if (mapped_ > 0) {
+    ::munmap(p_, mapped_);
+  } else {
+    delete[] p_;
+  }
+}
+
 Result<uint32_t> SealedWeightStore::seal_entry(uint64_t size, uint64_t piece_bytes,
                                                const std::function<Result<const uint8_t*>(uint64_t, size_t)>& plaintext) {
   auto e = std::make_unique<Entry>();
@@ -72,7 +107,9 @@ Result<uint32_t> SealedWeightStore::seal_entry(uint64_t size, uint64_t piece_byt
   if (e->chunk_bytes > (uint64_t{1} << 32)) return invalid_argument("sealed weight store: pieces of {} bytes", piece_bytes);
   const size_t chunks = chunk_count(size, e->chunk_bytes);
   if (chunks > UINT32_MAX) return invalid_argument("sealed weight store: {} chunks in one entry", chunks);
-  e->sealed.resize(size + chunks * kTag);
+  if (!e->sealed.allocate(size + chunks * kTag)) {
+    return resource_exhausted("sealed weight store: cannot allocate {} bytes of host memory", size + chunks * kTag);
+  }
   uint32_t id = 0;
   {
     std::lock_guard lock(mu_);
@@ -182,7 +219,7 @@ std::string SealedWeightStore::describe() const {
 std::span<uint8_t> SealedWeightStore::untrusted_entry(uint32_t id) {
   std::lock_guard lock(mu_);
   if (id >= entries_.size() || !entries_[id]) return {};
-  return entries_[id]->sealed;
+  return {entries_[id]->sealed.data(), entries_[id]->sealed.size()};
 }
 
 uint64_t SealedWeightStore::bytes_decrypted() const { return bytes_decrypted_.load(std::memory_order_relaxed); }

@@ -58,10 +58,28 @@ class SealedWeightStore final : public cpu::WeightStore {
 
  private:
   SealedWeightStore() = default;
+  // Untrusted host memory for one entry's ciphertext. A large entry is mapped on its own and
+  // asked for transparent huge pages (madvise; the kernel may decline): a streamed entry is read
+  // end to end on every run, and with 4 KiB pages each page costs a TLB walk and stops the
+  // hardware prefetcher (alexnet's fc6, 151 MB decrypted on 2 threads: about 5% faster).
+  class HostBytes {
+   public:
+    HostBytes() = default;
+    HostBytes(const HostBytes&) = delete;
+    HostBytes& operator=(const HostBytes&) = delete;
+    ~HostBytes();
+    bool allocate(size_t n);  // zero-filled; false when out of memory
+    uint8_t* data() const { return p_; }
+    size_t size() const { return n_; }
+
+   private:
+    uint8_t* p_ = nullptr;
+    size_t n_ = 0, mapped_ = 0;  // mapped_ > 0: p_ is an mmap of that many bytes, else from new[]
+  };
   struct Entry {
     uint64_t size = 0;
     uint64_t chunk_bytes = kChunkBytes;
-    std::vector<uint8_t> sealed;  // untrusted: per chunk, ciphertext then tag
+    HostBytes sealed;  // untrusted: per chunk, ciphertext then tag
   };
   Result<const Entry*> entry(uint32_t id) const;
   // Seals an entry of `size` bytes chunk by chunk; `plaintext(offset, n)` gives each chunk's bytes.
