@@ -46,10 +46,10 @@ def main():
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
     ap.add_argument("--epc", default="93MiB")
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--small-epc", default="40MiB",
-                    help="also run planned mode at this smaller budget (the planner fills whatever budget it gets with "
-                         "resident weights, trading decryption for memory: this shows the other end of that trade)")
-    ap.add_argument("--small-epc-models", nargs="*", default=["resnet152", "vgg16"])
+    ap.add_argument("--fill-models", nargs="*", default=["resnet152", "vgg16"],
+                    help="also run these in planned mode with --loading-overhead 0: as many weights resident as the budget "
+                         "holds (the fastest plan and the largest footprint), the other end of the trade the default plan "
+                         "makes (resident only as needed to keep loading within 20%% of the predicted compute time)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tenet", default=str(REPO / "build" / "tenet"))
     args = ap.parse_args()
@@ -64,9 +64,9 @@ def main():
         rows = {"plain engine": plain}
         for mode in ("naive", "planned"):
             rows[mode] = run(args.tenet, ref, args.runs, args.threads, ["--enclave", "sim", "--epc", args.epc, "--memory", mode])
-        if args.small_epc and name in args.small_epc_models:
-            rows[f"planned @{args.small_epc}"] = run(args.tenet, ref, args.runs, args.threads,
-                                                     ["--enclave", "sim", "--epc", args.small_epc, "--memory", "planned"])
+        if name in args.fill_models:
+            rows["planned, fill"] = run(args.tenet, ref, args.runs, args.threads,
+                                        ["--enclave", "sim", "--epc", args.epc, "--memory", "planned", "--loading-overhead", "0"])
         for mode, r in rows.items():
             if "error" in r:
                 print(f"| {name} | {mode} | error: {r['error']} |")

@@ -82,6 +82,7 @@ struct RunArgs {
   std::string enclave;            // "" (plain process) or "sim"
   std::string epc = "93MiB";      // the sim host's EPC budget
   std::string memory = "planned";  // planned | naive
+  double loading_overhead = tenet::cpu::StreamingOptions{}.max_loading_overhead;
   // --mode hybrid (src/hybrid): linear layers on an untrusted accelerator, blinded and verified.
   std::string mode = "tee";
   std::string accelerator = "cpu";
@@ -221,6 +222,7 @@ int cmd_run(const RunArgs& a) {
     if (!budget.ok()) return fail(budget.status());
     options.streaming.store = store;
     options.streaming.budget_bytes = budget->model_bytes;
+    options.streaming.max_loading_overhead = a.loading_overhead;
   }
   auto model = tenet::cpu::compile_model(std::move(*graph), shapes, options);
   if (!model.ok()) return fail(model.status());
@@ -321,6 +323,10 @@ int cmd_run(const RunArgs& a) {
                         {"streamed_in_pieces_bytes", sp.streamed_in_pieces_bytes},
                         {"piece_buffer_bytes", sp.piece_buffer_bytes},
                         {"tiled_layers", sp.tiled_layers},
+                        {"max_loading_overhead", sp.max_loading_overhead},
+                        {"predicted_compute_ms", sp.predicted_compute_ms},
+                        {"predicted_loading_ms", sp.predicted_loading_ms},
+                        {"resident_cap_bytes", sp.resident_cap_bytes},
                         {"store", store->describe()},
                         {"store_bytes", store->stored_bytes()}};
     }
@@ -334,21 +340,8 @@ struct InspectArgs {
   std::vector<std::string> shapes;
   bool show_plan = true;
   std::string epc;  // with a budget: the memory-bounded plan (Vessels) instead of the arena plan
+  double loading_overhead = tenet::cpu::StreamingOptions{}.max_loading_overhead;
 };
-
-// Measures this machine's sealed-store load rate (decrypt + copy, bytes/s) on `threads` threads.
-double measure_load_rate(int threads) {
-  auto store = tenet::epc::SealedWeightStore::create();
-  if (!store.ok()) return 0;
-  std::vector<std::byte> data(16 << 20, std::byte{1});
-  auto id = (*store)->put(data, 0);
-  if (!id.ok()) return 0;
-  omp_set_num_threads(threads);
-  (void)(*store)->get(*id, data);
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < 4; ++i) (void)(*store)->get(*id, data);
-  return 4.0 * static_cast<double>(data.size()) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 // `tenet inspect --epc BUDGET`: the plan of `tenet run --enclave sim --memory planned` (the same
 // budget: planned_budget) beside what the naive mode would commit.
@@ -376,9 +369,13 @@ int inspect_epc(const InspectArgs& a, tenet::ir::Graph graph, const std::map<std
   const uint64_t naive_commit = imported + naive_weights + naive_acts + (*naive)->scratchpad_bytes() + io;
   naive->reset();
 
+  // The sealed store the enclave would stream from: the plan depends on its measured load rate.
+  auto store = tenet::epc::SealedWeightStore::create();
+  if (!store.ok()) return fail(store.status());
   tenet::cpu::CompileOptions o;
-  o.streaming.store = tenet::cpu::make_plain_weight_store();
+  o.streaming.store = *store;
   o.streaming.budget_bytes = plan_budget->model_bytes;
+  o.streaming.max_loading_overhead = a.loading_overhead;
   auto model = tenet::cpu::compile_model(std::move(graph), shapes, o);
   if (!model.ok()) return fail(model.status());
   const auto& m = **model;
@@ -406,11 +403,18 @@ int inspect_epc(const InspectArgs& a, tenet::ir::Graph graph, const std::map<std
     std::printf("%-5zu %-36s %-12s %12.1f %12.1f  %s\n", i, node.c_str(), s.op_type.c_str(), s.activation_bytes / 1024.0,
                 s.weight_bytes / 1024.0, where);
   }
-  const double rate = measure_load_rate(m.threads());
+  const double rate = (*store)->load_bytes_per_second(m.threads());
   std::printf("\nplanned (peak EPC %.1f MiB of %.1f):\n", mib(p.planned_peak_bytes), mib(p.budget_bytes));
   std::printf("  activation arena   %8.1f MiB (one shared pool)\n", mib(p.arena_bytes));
   std::printf("  scratchpad         %8.1f MiB\n", mib(p.scratchpad_bytes));
-  std::printf("  resident weights   %8.1f MiB (kept: small first)\n", mib(p.resident_weight_bytes + p.constant_bytes));
+  if (p.max_loading_overhead > 0) {
+    std::printf("  resident weights   %8.1f MiB (kept: small first; keeping loading within %.0f%% of %.1f ms of predicted "
+                "compute needs at most %.1f MiB)\n",
+                mib(p.resident_weight_bytes + p.constant_bytes), 100 * p.max_loading_overhead, p.predicted_compute_ms,
+                mib(p.resident_cap_bytes));
+  } else {
+    std::printf("  resident weights   %8.1f MiB (kept: small first, as many as fit)\n", mib(p.resident_weight_bytes + p.constant_bytes));
+  }
   std::printf("  ring               %8.1f MiB (%d slots x %.1f MiB)\n", mib(p.ring_slot_bytes * static_cast<uint64_t>(p.ring_slots)),
               p.ring_slots, mib(p.ring_slot_bytes));
   std::printf("  piece buffers      %8.1f MiB (one piece per thread: matrix-vector weights decrypted piece by piece)\n",
@@ -570,6 +574,10 @@ int main(int argc, char** argv) {
   run_cmd->add_option("--memory", run.memory,
                       "With --enclave: planned (one activation arena, default) or naive (one buffer per activation)")
       ->check(CLI::IsMember({"planned", "naive"}));
+  const char* overhead_help =
+      "With planned memory: what loading streamed weights may add to a run, as a fraction of its predicted compute time; "
+      "weights are kept resident only as far as needed to stay within it (0: keep as many as fit, the fastest plan)";
+  run_cmd->add_option("--loading-overhead", run.loading_overhead, overhead_help)->check(CLI::Range(0.0, 100.0));
 
   InspectArgs inspect;
   CLI::App* inspect_cmd = app.add_subcommand("inspect", "Print a model's compiled nodes, FLOPs, parameter bytes and arena plan");
@@ -578,6 +586,7 @@ int main(int argc, char** argv) {
   inspect_cmd->add_option("--epc", inspect.epc,
                           "Print the memory-bounded plan for this EPC budget (e.g. 93MiB): per-layer working set, resident or "
                           "streamed weights, ring, tiles, peak EPC and expected paging, vs naive mode");
+  inspect_cmd->add_option("--loading-overhead", inspect.loading_overhead, overhead_help)->check(CLI::Range(0.0, 100.0));
 
   std::vector<tenet::cli::Command> commands;
   for (const auto& factory : tenet::cli::registered_commands()) commands.push_back(factory(app));

@@ -205,6 +205,36 @@ Status SealedWeightStore::dot_piece(uint32_t id, uint64_t piece, const float* x,
   return ok_status();
 }
 
+double SealedWeightStore::load_bytes_per_second(int threads) {
+  std::lock_guard lock(rate_mu_);
+  double& rate = rates_[threads];
+  if (rate > 0) return rate;
+  // A throwaway entry under a throwaway key, sealed as put() seals: 32 MiB, beyond the caches.
+  constexpr size_t kBytes = size_t{32} << 20;
+  const size_t chunks = kBytes / kChunkBytes;
+  HostBytes sealed, out;
+  if (!sealed.allocate(kBytes + chunks * kTag) || !out.allocate(kBytes)) return 0;
+  std::array<uint8_t, crypto::kAes128GcmKeyBytes> key{};
+  key[0] = 1;
+  const auto iv = [](size_t c) { return chunk_iv(0, static_cast<uint32_t>(c)); };
+  for (size_t c = 0; c < chunks; ++c) {
+    if (!crypto::aes128gcm_seal_into(key, iv(c), {}, std::span(out.data() + c * kChunkBytes, kChunkBytes),
+                                     std::span(sealed.data() + c * (kChunkBytes + kTag), kChunkBytes + kTag))
+             .ok()) {
+      return 0;
+    }
+  }
+  rate = cpu::best_rate(kBytes, [&] {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (size_t c = 0; c < chunks; ++c) {
+      const uint8_t* in = sealed.data() + c * (kChunkBytes + kTag);
+      (void)crypto::aes128gcm_open_from_untrusted(key, iv(c), {}, std::span(in, kChunkBytes), std::span(in + kChunkBytes, kTag),
+                                                  std::span(out.data() + c * kChunkBytes, kChunkBytes));
+    }
+  });
+  return rate;
+}
+
 bool SealedWeightStore::dots_pieces(int64_t k) const { return crypto::aes128gcm_dot_supported(k); }
 
 uint64_t SealedWeightStore::stored_bytes() const {

@@ -96,6 +96,7 @@ TEST_P(StreamingTest, BitwiseEqualUnderABudgetAndWithinThePlan) {
       o.streaming.store = store;
       o.streaming.budget_bytes = budget;
       o.streaming.prefetch = GetParam();
+      o.streaming.max_loading_overhead = 0;  // keep whatever fits (the loading-overhead bound: below)
       auto m = cpu::compile_model(import(bytes), shapes, o);
       ASSERT_TRUE(m.ok()) << m.status().to_string();
       const cpu::StreamingPlan& p = (*m)->streaming_plan();
@@ -128,6 +129,82 @@ TEST_P(StreamingTest, BitwiseEqualUnderABudgetAndWithinThePlan) {
       }
       for (int rep = 0; rep < 3; ++rep) EXPECT_EQ(run(**m, batch), want);  // bitwise, and again (buffer reuse)
     }
+  }
+}
+
+// A store with a stated load rate, in plain memory.
+class RatedStore final : public cpu::WeightStore {
+ public:
+  explicit RatedStore(double rate) : rate_(rate) {}
+  Result<uint32_t> put(std::span<const std::byte> data, uint64_t piece_bytes) override { return inner_->put(data, piece_bytes); }
+  Status get(uint32_t id, std::span<std::byte> dst) override { return inner_->get(id, dst); }
+  Status get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) override { return inner_->get_piece(id, piece, dst); }
+  uint64_t stored_bytes() const override { return inner_->stored_bytes(); }
+  std::string describe() const override { return "rated"; }
+  double load_bytes_per_second(int) override { return rate_; }
+
+ private:
+  double rate_;
+  std::shared_ptr<cpu::WeightStore> inner_ = cpu::make_plain_weight_store();
+};
+
+// The loading-overhead bound: with loads that cost next to nothing against the model's compute,
+// a 64 MiB budget that holds every weight keeps none of the large ones resident; with loads that
+// cost more than the bound allows even when streaming the least, it keeps what fits (as with the
+// bound off); in between, it keeps what the bound asks for. The bits never change.
+TEST(Streaming, KeepsResidentOnlyWhatTheLoadingOverheadBoundNeeds) {
+  const std::string bytes = model_bytes();
+  const std::map<std::string, Shape> shapes = {{"x", {1, 3, 16, 16}}};
+  cpu::CompileOptions plain;
+  plain.threads = 2;
+  auto full = cpu::compile_model(import(bytes), shapes, plain);
+  ASSERT_TRUE(full.ok());
+  const std::vector<float> want = run(**full);
+  double flops = 0;
+  for (const auto& st : (*full)->steps()) flops += static_cast<double>(st.flops);
+  const double compute_s = flops / cpu::fp32_flops_per_second(2);
+  constexpr uint64_t kLarge = 4096 * 1000 * 4;  // the MatMul's weight: the one too large to hold under the 6 MiB budget
+
+  struct Case {
+    const char* what;
+    double rate;  // bytes per second
+    uint64_t budget;
+  };
+  // 0.2 of the compute time loads 1000x the weights / about a third of the MatMul's / 1e-6 of a byte.
+  const Case cases[] = {{"cheap loads", 1000 * 17.6e6 / (0.2 * compute_s), uint64_t{64} << 20},
+                        {"some loads", (kLarge / 3.0) / (0.2 * compute_s), uint64_t{64} << 20},
+                        {"dear loads", 1e-6 / (0.2 * compute_s), uint64_t{6} << 20}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    cpu::CompileOptions o = plain;
+    o.streaming.store = std::make_shared<RatedStore>(c.rate);
+    o.streaming.budget_bytes = c.budget;
+    o.streaming.max_loading_overhead = 0.2;
+    auto m = cpu::compile_model(import(bytes), shapes, o);
+    ASSERT_TRUE(m.ok()) << m.status().to_string();
+    const cpu::StreamingPlan& p = (*m)->streaming_plan();
+    EXPECT_DOUBLE_EQ(p.max_loading_overhead, 0.2);
+    EXPECT_GT(p.predicted_compute_ms, 0);
+    uint64_t streamable = 0;
+    for (const auto& w : p.placements) streamable += w.bytes;
+    if (c.rate > 1e12) {
+      EXPECT_EQ(p.resident_cap_bytes, 0u);
+      EXPECT_EQ(p.streamed_weight_bytes, streamable);  // all of it, though 64 MiB holds it
+    } else if (c.budget == (uint64_t{64} << 20)) {
+      // A third of the MatMul's bytes may stream: the cap keeps the rest, and the plan's loading
+      // stays within the bound.
+      EXPECT_GT(p.resident_cap_bytes, 0u);
+      EXPECT_LT(p.resident_cap_bytes, streamable);
+      EXPECT_GT(p.streamed_weight_bytes, 0u);
+      EXPECT_LE(p.streamed_weight_bytes, streamable - p.resident_cap_bytes + 256 * 1024);  // a piece's rounding
+      EXPECT_LE(p.predicted_loading_ms, 0.2 * p.predicted_compute_ms * 1.05);
+    } else {
+      EXPECT_GE(p.resident_cap_bytes, streamable - 1);  // the bound asks for everything: the budget decides
+      EXPECT_GT(p.streamed_in_pieces_bytes, 0u);        // 6 MiB cannot hold the MatMul
+      EXPECT_GT(p.predicted_loading_ms, 0.2 * p.predicted_compute_ms);
+    }
+    EXPECT_LE(p.planned_peak_bytes, c.budget);
+    for (int rep = 0; rep < 2; ++rep) EXPECT_EQ(run(**m), want);
   }
 }
 

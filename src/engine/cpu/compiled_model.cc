@@ -798,6 +798,24 @@ Status CompiledModel::plan_streaming(const StreamingOptions& o) {
                               o.budget_bytes);
   }
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return m.weights[a].bytes < m.weights[b].bytes; });
+  // The loading-overhead bound: stream at most what loads within max_loading_overhead of the
+  // predicted compute time, so keep resident at least the rest (and no more, budget permitting).
+  uint64_t resident_cap = UINT64_MAX;
+  double streamed_byte_s = 0;
+  if (o.max_loading_overhead > 0 && total > 0) {
+    double flops = 0;
+    for (const StepInfo& si : step_info_) flops += static_cast<double>(si.flops);
+    const double f = fp32_flops_per_second(threads_), d = o.store->load_bytes_per_second(threads_);
+    if (f > 0 && d > 0) {
+      const double compute_s = flops / f;
+      streamed_byte_s = 1.0 / d;
+      const double may_stream = o.max_loading_overhead * compute_s * d;
+      resident_cap = may_stream >= static_cast<double>(total) ? 0 : total - static_cast<uint64_t>(may_stream);
+      plan.max_loading_overhead = o.max_loading_overhead;
+      plan.predicted_compute_ms = compute_s * 1e3;
+      plan.resident_cap_bytes = resident_cap;
+    }
+  }
   // What streaming needs beside the resident weights: a ring slot per weight a step loads whole
   // (sized for the largest), and a piece buffer per thread for weights taken in pieces. Which
   // weights stream depends on the room left, and the room on those buffers: start from none and
@@ -836,10 +854,10 @@ Status CompiledModel::plan_streaming(const StreamingOptions& o) {
     return std::make_pair(b, needed);
   };
   const uint64_t room_all = o.budget_bytes - fixed;
-  if (total > room_all) {
+  if (total > std::min(room_all, resident_cap)) {
     for (int round = 0; round < 64; ++round) {
       if (buffers.bytes() > room_all) break;
-      place(room_all - buffers.bytes());
+      place(std::min(room_all - buffers.bytes(), resident_cap));
       auto [want, needed] = needed_buffers(o.ring_slots);
       // A tight budget gives up prefetching depth before it gives up: the fewest slots a step needs.
       if (want.bytes() > room_all) want.slots = needed;
@@ -913,6 +931,9 @@ Status CompiledModel::plan_streaming(const StreamingOptions& o) {
   if (!schedule.empty()) m.loader = std::make_unique<RingLoader>(*m.store, m.ring, std::move(schedule), plan.background_loading);
   plan.planned_peak_bytes = plan.arena_bytes + plan.scratchpad_bytes + plan.constant_bytes + plan.resident_weight_bytes +
                             plan.ring_slot_bytes * static_cast<uint64_t>(plan.ring_slots) + plan.piece_buffer_bytes;
+  if (plan.max_loading_overhead > 0) {
+    plan.predicted_loading_ms = static_cast<double>(plan.streamed_weight_bytes) * streamed_byte_s * 1e3;
+  }
   return ok_status();
 }
 

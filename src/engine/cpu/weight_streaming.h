@@ -15,7 +15,12 @@
 //   its bytes of budget. With every byte of budget worth the same, the knapsack's greedy order is
 //   by value density (1 + fixed/bytes): smallest first. So the planner streams the largest
 //   buffers and keeps the others resident, smallest first, while they fit; what is resident is
-//   loaded back once, at compile time.
+//   loaded back once, at compile time. How much to keep is a trade of the shared EPC against
+//   time: by default (StreamingOptions::max_loading_overhead) only as much as it takes for the
+//   predicted loading to stay within 20% of the predicted compute, so that a compute-heavy model
+//   streams nearly everything and leaves the EPC to other enclaves (resnet152 at a 93 MiB budget:
+//   peak 24.7 instead of 91.6 MiB, 72.2 against 70.0 ms plain), while one whose loads outweigh
+//   its compute (alexnet, vgg16) keeps as much as the budget holds.
 // * Pieces: a kernel that reads a weight once, in independent pieces (tenet_gemv, the batch-1
 //   fully-connected layers), takes it straight from the store piece by piece: each compute thread
 //   has a piece of whole rows (about 256 KiB) decrypted into its own buffer and uses it while it
@@ -83,6 +88,10 @@ class WeightStore : public ir::ConstantStore {
   virtual Status dot_piece(uint32_t id, uint64_t piece, const float* x, int64_t k, std::span<float> lanes);
   // Whether dot_piece() takes rows of k floats here (the caller asks before each piece).
   virtual bool dots_pieces(int64_t k) const { return false; }
+  // Bytes per second that get()/get_piece() deliver on `threads` threads (decryption, for a
+  // sealed store), measured on this machine the first time it is asked: what the planner charges a
+  // run for each streamed byte. 0 (the default): unknown, and the planner keeps what fits.
+  virtual double load_bytes_per_second(int threads) { return 0; }
   virtual uint64_t stored_bytes() const = 0;
   virtual std::string describe() const = 0;
 
@@ -115,7 +124,27 @@ struct StreamingOptions {
   // machine has more cores than the model's compute threads.
   enum class Prefetch { kAuto, kBackground, kInline };
   Prefetch prefetch = Prefetch::kAuto;
+  // What loading streamed weights may add to a run, as a fraction of its predicted compute time.
+  // The planner keeps resident only as many weights as it takes to stay within this (Vessels' goal:
+  // the smallest enclave that runs near native speed, leaving the rest of the shared EPC to other
+  // enclaves), never more than the budget holds; if even a full budget cannot meet it, it keeps
+  // what fits. 0: keep resident whatever fits (the fastest plan and the largest footprint).
+  // Predictions use rates measured on this machine: a run's compute time is its FLOPs at
+  // fp32_flops_per_second, and a streamed byte costs its load at the store's load_bytes_per_second,
+  // as if no loading overlapped computation (measured on 2 cores, with the loads inline: within
+  // about 30% of the extra time planned runs take, on the seven models of bench_vessels.py).
+  // The default, 0.2, keeps planned mode's promise of latency within 1.3x of the plain engine with
+  // room for that error.
+  double max_loading_overhead = 0.2;
 };
+
+// `units` per second over the best of three timed calls of `run` (after an untimed one): how the
+// machine rates below are measured.
+double best_rate(uint64_t units, const std::function<void()>& run);
+
+// FP32 multiply-add throughput of this machine's matrix kernels on `threads` threads, in FLOP/s
+// (a 512x512x512 oneDNN matmul, best of a few; measured once per thread count and process).
+double fp32_flops_per_second(int threads);
 
 // The decision for one weight buffer of one step, for `tenet inspect --epc` and tests.
 struct WeightPlacement {
@@ -141,6 +170,12 @@ struct StreamingPlan {
   uint64_t piece_buffer_bytes = 0;        // one piece per compute thread
   uint64_t planned_peak_bytes = 0;     // arena + scratchpad + resident + constants + ring + piece buffers
   int tiled_layers = 0;                // layers split by the tiling pass
+  // The loading-overhead bound (StreamingOptions::max_loading_overhead) and what it was held to:
+  // the run's FLOPs and streamed bytes at the measured rates. 0 when the bound is off.
+  double max_loading_overhead = 0;
+  double predicted_compute_ms = 0;
+  double predicted_loading_ms = 0;     // streamed bytes at the store's load rate
+  uint64_t resident_cap_bytes = 0;     // resident weights the bound asked for at most (budget permitting)
   bool background_loading = false;     // a loader thread prefetches into the ring
   std::vector<WeightPlacement> placements;
 };
