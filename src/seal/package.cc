@@ -4,9 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <optional>
 #include <queue>
 #include <unordered_map>
 
@@ -225,9 +227,37 @@ struct PlainChunk {
   SecretBytes bytes;
 };
 
-// Splits a parsed model into the graph chunk and the per-layer weight chunks (see package.h).
-// Consumes the model's initializers.
-Result<std::vector<PlainChunk>> split_model(onnx::ModelProto& model) {
+// Marks `t` as sealed in parts of `bytes` bytes (its data removed by the caller).
+void mark_parts(onnx::TensorProto& t, uint64_t bytes) {
+  t.set_data_location(onnx::TensorProto::EXTERNAL);
+  auto* location = t.add_external_data();
+  location->set_key("location");
+  location->set_value(kPartsLocation);
+  auto* length = t.add_external_data();
+  length->set_key("length");
+  length->set_value(std::to_string(bytes));
+}
+
+// The byte length of an initializer sealed in parts; nullopt for an ordinary one; kDataLoss for
+// external data that is not tenet's mark exactly.
+Result<std::optional<uint64_t>> parts_length(const onnx::TensorProto& t) {
+  if (t.data_location() != onnx::TensorProto::EXTERNAL && t.external_data_size() == 0) return std::optional<uint64_t>();
+  if (t.data_location() != onnx::TensorProto::EXTERNAL || t.external_data_size() != 2 || t.external_data(0).key() != "location" ||
+      t.external_data(0).value() != kPartsLocation || t.external_data(1).key() != "length") {
+    return data_loss("initializer '{}' has external data other than tenet's part chunks", t.name());
+  }
+  const std::string& v = t.external_data(1).value();
+  uint64_t n = 0;
+  if (v.empty() || v.size() > 19 || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return data_loss("initializer '{}': part length '{}' is not a number", t.name(), v.substr(0, 32));
+  }
+  for (char c : v) n = n * 10 + static_cast<uint64_t>(c - '0');
+  return std::optional<uint64_t>(n);
+}
+
+// Splits a parsed model into the graph chunk, the per-layer weight chunks and the part chunks of
+// large initializers (see package.h). Consumes the model's initializers.
+Result<std::vector<PlainChunk>> split_model(onnx::ModelProto& model, uint64_t part_bytes) {
   onnx::GraphProto* gp = model.mutable_graph();
   std::unordered_map<std::string, int> init_index;
   for (int i = 0; i < gp->initializer_size(); ++i) init_index.emplace(gp->initializer(i).name(), i);
@@ -263,15 +293,41 @@ Result<std::vector<PlainChunk>> split_model(onnx::ModelProto& model) {
   chunks.push_back(PlainChunk{ChunkKind::kGraph, SecretBytes()});  // filled below
   for (size_t c = 0; c < groups.size(); ++c) {
     onnx::GraphProto weights;
-    for (int i : groups[c].inits) weights.add_initializer()->Swap(gp->mutable_initializer(i));
-    auto bytes = serialize_secret(weights, fmt::format("weight chunk {}", c + 1));
+    std::vector<std::string> parted;  // raw data of the initializers sealed in parts, in chunk order
+    struct Wiper {
+      std::vector<std::string>& v;
+      ~Wiper() {
+        for (std::string& d : v) wipe_string(&d);
+      }
+    } parted_wiper{parted};
+    for (int i : groups[c].inits) {
+      onnx::TensorProto* t = weights.add_initializer();
+      t->Swap(gp->mutable_initializer(i));
+      if (t->has_raw_data() && t->raw_data().size() > part_bytes) {
+        parted.emplace_back();
+        parted.back().swap(*t->mutable_raw_data());
+        t->clear_raw_data();
+        mark_parts(*t, parted.back().size());
+      }
+    }
+    const size_t index = chunks.size();
+    auto bytes = serialize_secret(weights, fmt::format("weight chunk {}", index));
     wipe_graph(weights);
     if (!bytes.ok()) return bytes.status();
     chunks.push_back(PlainChunk{ChunkKind::kWeights, std::move(bytes).value()});
     auto* prop = model.add_metadata_props();
-    prop->set_key(fmt::format("tenet.seal.chunk.{}", c + 1));
+    prop->set_key(fmt::format("tenet.seal.chunk.{}", index));
     prop->set_value(groups[c].layer);
+    for (const std::string& data : parted) {
+      for (size_t off = 0; off < data.size(); off += part_bytes) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(part_bytes, data.size() - off));
+        SecretBytes part(n);
+        std::memcpy(part.span().data(), data.data() + off, n);
+        chunks.push_back(PlainChunk{ChunkKind::kWeightPart, std::move(part)});
+      }
+    }
   }
+  if (chunks.size() > kMaxChunks) return out_of_range("model needs {} chunks; the limit is {}", chunks.size(), kMaxChunks);
   gp->clear_initializer();  // every slot was swapped out into a weight chunk
   TENET_ASSIGN_OR_RETURN(chunks[0].bytes, serialize_secret(model, "graph chunk"));
   return chunks;
@@ -283,6 +339,7 @@ const char* chunk_kind_name(ChunkKind kind) {
   switch (kind) {
     case ChunkKind::kGraph: return "graph";
     case ChunkKind::kWeights: return "weights";
+    case ChunkKind::kWeightPart: return "weight part";
   }
   return "unknown";
 }
@@ -290,7 +347,7 @@ const char* chunk_kind_name(ChunkKind kind) {
 uint64_t PackageInfo::weight_plaintext_bytes() const {
   uint64_t sum = 0;
   for (const auto& c : chunks) {
-    if (c.kind == ChunkKind::kWeights) sum += c.plaintext_size;
+    if (c.kind != ChunkKind::kGraph) sum += c.plaintext_size;
   }
   return sum;
 }
@@ -348,7 +405,8 @@ Result<Bytes> seal_model_to_bytes(ByteSpan onnx_model, ByteSpan model_key, const
   }
   onnx::ModelProto model;
   TENET_RETURN_IF_ERROR(parse_proto(onnx_model, model, "ONNX model"));
-  auto chunks_or = split_model(model);
+  if (options.part_bytes == 0) return invalid_argument("part size must be positive");
+  auto chunks_or = split_model(model, options.part_bytes);
   wipe_graph(*model.mutable_graph());
   if (!chunks_or.ok()) return chunks_or.status();
   std::vector<PlainChunk> chunks = std::move(chunks_or).value();
@@ -511,8 +569,9 @@ Result<PackageReader> PackageReader::parse(std::unique_ptr<Source> source) {
   TENET_ASSIGN_OR_RETURN(ByteSpan magic, h.bytes(8, "magic"));
   if (std::memcmp(magic.data(), kMagic, sizeof(kMagic)) != 0) return data_loss("{}: not a tenet sealed package (bad magic)", what);
   TENET_ASSIGN_OR_RETURN(const uint32_t version, h.u32("format_version"));
-  if (version != kPackageFormatVersion) {
-    return unimplemented("{}: package format version {}; this tenet reads version {}", what, version, kPackageFormatVersion);
+  if (version < kOldestPackageFormatVersion || version > kPackageFormatVersion) {
+    return unimplemented("{}: package format version {}; this tenet reads versions {} to {}", what, version, kOldestPackageFormatVersion,
+                         kPackageFormatVersion);
   }
   TENET_ASSIGN_OR_RETURN(const uint32_t header_size, h.u32("header_size"));
   if (header_size != kPackageHeaderBytes) return data_loss("{}: header_size is {}, expected {}", what, header_size, kPackageHeaderBytes);
@@ -570,11 +629,13 @@ Result<PackageReader> PackageReader::parse(std::unique_ptr<Source> source) {
   for (uint32_t i = 0; i < count; ++i) {
     ChunkInfo& c = r.info_.chunks[i];
     TENET_ASSIGN_OR_RETURN(const uint32_t kind, m.u32("chunk kind"));
-    const ChunkKind want = i == 0 ? ChunkKind::kGraph : ChunkKind::kWeights;
-    if (kind != static_cast<uint32_t>(want)) {
-      return data_loss("{}: chunk {} has kind {}, expected {} ({})", what, i, kind, static_cast<uint32_t>(want), chunk_kind_name(want));
+    // Chunk 0 is the graph; then weights, each followed by its parts (version 2).
+    const bool part_ok = version >= 2 && i >= 2;
+    if (i == 0 ? kind != static_cast<uint32_t>(ChunkKind::kGraph)
+               : kind != static_cast<uint32_t>(ChunkKind::kWeights) && !(part_ok && kind == static_cast<uint32_t>(ChunkKind::kWeightPart))) {
+      return data_loss("{}: chunk {} has kind {}, expected {}", what, i, kind, i == 0 ? "1 (graph)" : part_ok ? "2 (weights) or 3 (weight part)" : "2 (weights)");
     }
-    c.kind = want;
+    c.kind = static_cast<ChunkKind>(kind);
     TENET_ASSIGN_OR_RETURN(const uint32_t entry_reserved, m.u32("chunk reserved"));
     if (entry_reserved != 0) return data_loss("{}: chunk {}: reserved field is not zero", what, i);
     TENET_ASSIGN_OR_RETURN(c.offset, m.u64("chunk offset"));
@@ -685,6 +746,57 @@ Result<ir::Graph> PackageReader::load_graph(ByteSpan model_key, const onnx_impor
   return graph;
 }
 
+// The part chunks of one initializer, from chunk `first` on, read in order of offset.
+class PackageReader::PartCursor {
+ public:
+  PartCursor(const PackageReader& reader, ByteSpan k_enc, uint32_t first, uint64_t length)
+      : reader_(reader), k_enc_(k_enc), next_(first), length_(length) {}
+
+  Status read(uint64_t offset, std::span<std::byte> dst) {
+    if (offset != pos_ || dst.size() > length_ - pos_) return internal_error("part bytes asked out of order");
+    size_t done = 0;
+    while (done < dst.size()) {
+      if (at_ == part_.size()) TENET_RETURN_IF_ERROR(next_part());
+      const size_t n = std::min(dst.size() - done, part_.size() - at_);
+      std::memcpy(dst.data() + done, part_.view().data() + at_, n);
+      at_ += n;
+      done += n;
+    }
+    pos_ += dst.size();
+    return ok_status();
+  }
+  // All `length` bytes read, and they ended where a part did.
+  Status finish() const {
+    if (pos_ != length_) return data_loss("read {} of its {} bytes", pos_, length_);
+    if (at_ != part_.size()) return data_loss("its parts hold more than its {} bytes", length_);
+    return ok_status();
+  }
+  uint32_t next_chunk() const { return next_; }
+
+ private:
+  Status next_part() {
+    if (next_ >= reader_.chunk_count() || reader_.info_.chunks[next_].kind != ChunkKind::kWeightPart) {
+      return data_loss("its parts end after {} of its {} bytes (chunk {} is not a part)", pos_ + at_, length_, next_);
+    }
+    const uint64_t size = reader_.info_.chunks[next_].plaintext_size;
+    if (size == 0) return data_loss("chunk {} is an empty part", next_);
+    part_ = SecretBytes();  // the previous part is wiped before the next is decrypted
+    TENET_ASSIGN_OR_RETURN(ChunkPlaintext chunk, reader_.read_chunk_after_key_check(next_, k_enc_));
+    part_ = std::move(chunk.bytes);
+    at_ = 0;
+    ++next_;
+    return ok_status();
+  }
+
+  const PackageReader& reader_;
+  ByteSpan k_enc_;
+  uint32_t next_;
+  uint64_t length_;
+  uint64_t pos_ = 0;  // bytes handed out
+  SecretBytes part_;
+  size_t at_ = 0;     // bytes of part_ handed out
+};
+
 Result<ir::Graph> PackageReader::import_by_chunk(ByteSpan k_enc, const onnx_import::ImportOptions& import) const {
   onnx::ModelProto model;
   // Wipes the graph chunk's tensor payloads (Constant nodes) on every exit path.
@@ -699,9 +811,11 @@ Result<ir::Graph> PackageReader::import_by_chunk(ByteSpan k_enc, const onnx_impo
   if (model.graph().initializer_size() != 0) return data_loss("graph chunk 0 carries initializers; expected none");
   onnx_import::ModelImporter importer(import);
   TENET_RETURN_IF_ERROR(importer.begin(model));
-  for (uint32_t i = 1; i < chunk_count(); ++i) {
+  uint32_t i = 1;
+  while (i < chunk_count()) {
     // One chunk at a time: its plaintext (SecretBytes, wiped when it goes) and its parsed
     // initializers (wiped below) are gone before the next chunk is decrypted.
+    if (info_.chunks[i].kind != ChunkKind::kWeights) return data_loss("chunk {} is a weight part that belongs to no initializer", i);
     onnx::GraphProto weights;
     struct Wiper {
       onnx::GraphProto& g;
@@ -714,7 +828,23 @@ Result<ir::Graph> PackageReader::import_by_chunk(ByteSpan k_enc, const onnx_impo
     if (weights.node_size() != 0 || weights.input_size() != 0 || weights.output_size() != 0) {
       return data_loss("weight chunk {} holds more than initializers", i);
     }
-    for (const auto& t : weights.initializer()) TENET_RETURN_IF_ERROR(importer.add_initializer(t));
+    ++i;
+    for (const auto& t : weights.initializer()) {
+      TENET_ASSIGN_OR_RETURN(const std::optional<uint64_t> length, parts_length(t));
+      if (!length) {
+        TENET_RETURN_IF_ERROR(importer.add_initializer(t));
+        continue;
+      }
+      // Its bytes are the next part chunks, read in order as the importer asks for them: one
+      // part's plaintext in memory at a time.
+      PartCursor parts{*this, k_enc, i, *length};
+      Status added = importer.add_initializer_from(t, *length, [&parts](uint64_t offset, std::span<std::byte> dst) {
+        return parts.read(offset, dst);
+      });
+      if (added.ok()) added = parts.finish();
+      if (!added.ok()) return added.with_context(fmt::format("initializer '{}' in parts from chunk {}", t.name(), i));
+      i = parts.next_chunk();
+    }
   }
   return importer.finish(model);
 }

@@ -8,11 +8,11 @@
 // the number of chunks and each chunk's size (so the per-layer weight sizes; padding them is a
 // later option), and the format version.
 //
-// Layout (all integers little-endian; format version 1):
+// Layout (all integers little-endian; format version 2, which reads version 1 packages too):
 //
 //   header, 64 bytes
 //     0  magic "TENETPKG"            8
-//     8  u32 format_version (= 1)
+//     8  u32 format_version (= 2; 1 before part chunks existed)
 //    12  u32 header_size   (= 64)
 //    16  package_id                  16 random bytes, fresh per package
 //    32  u32 chunk_count             1 .. kMaxChunks
@@ -25,7 +25,7 @@
 //     u32 version_size, version      printable ASCII, <= kMaxVersionBytes
 //     key_check                      32: HKDF(model_key, package_id, "tenet-seal/v1 key-check")
 //     chunk_count entries of 76 bytes:
-//       u32 kind (1 graph, 2 weights), u32 reserved (= 0), u64 offset, u64 size (ciphertext
+//       u32 kind (1 graph, 2 weights, 3 weight part), u32 reserved (= 0), u64 offset, u64 size (ciphertext
 //       and tag), u64 plaintext_size, iv[12], sha256(ciphertext and tag)[32]
 //     manifest_mac                   32: HMAC-SHA256(K_mac, header || manifest before the MAC)
 //   chunks, back to back in index order from data_offset to file_size
@@ -35,7 +35,13 @@
 // Chunks 1.. are the weights per layer: walking the nodes in topological order, all initializers
 // a node consumes that no earlier node consumed form one chunk (an ONNX GraphProto holding only
 // `initializer`); initializers no node consumes form a last chunk. Nodes without new
-// initializers make no chunk.
+// initializers make no chunk. An initializer whose raw data exceeds the part size (SealOptions::
+// part_bytes, 16 MiB by default) is written without its data, marked as ONNX external data at
+// location "tenet-seal-parts" with its byte length, and its raw bytes follow its weights chunk as
+// part chunks of at most the part size, in order (one run of parts per such initializer, in the
+// order the chunk lists them). So no chunk's plaintext exceeds the part size or one layer's other
+// initializers, and loading never holds a whole large layer: VGG16's fc6 (411 MB) is 25 parts,
+// deferred into the enclave's sealed store one part at a time.
 //
 // Keys: K_enc and K_mac are HKDF-SHA256(model_key, salt = package_id, info = "tenet-seal/v1
 // chunk-encryption" / "tenet-seal/v1 manifest-mac"), so packages sealed under one model key
@@ -72,7 +78,11 @@
 namespace tenet::seal {
 
 inline constexpr size_t kModelKeyBytes = 32;
-inline constexpr uint32_t kPackageFormatVersion = 1;
+inline constexpr uint32_t kPackageFormatVersion = 2;
+inline constexpr uint32_t kOldestPackageFormatVersion = 1;
+inline constexpr uint64_t kDefaultPartBytes = uint64_t{16} << 20;
+// The external-data location that marks an initializer sealed as part chunks.
+inline constexpr const char* kPartsLocation = "tenet-seal-parts";
 inline constexpr size_t kPackageHeaderBytes = 64;
 inline constexpr size_t kPackageIdBytes = 16;
 inline constexpr size_t kManifestEntryBytes = 76;
@@ -84,12 +94,13 @@ inline constexpr uint64_t kMaxChunkPlaintextBytes = uint64_t{2} << 30;
 
 using PackageId = std::array<uint8_t, kPackageIdBytes>;
 
-enum class ChunkKind : uint32_t { kGraph = 1, kWeights = 2 };
+enum class ChunkKind : uint32_t { kGraph = 1, kWeights = 2, kWeightPart = 3 };
 const char* chunk_kind_name(ChunkKind kind);
 
 struct SealOptions {
   std::string model_name;  // plaintext in the manifest; printable ASCII, <= kMaxNameBytes
   std::string version;     // plaintext in the manifest; printable ASCII, <= kMaxVersionBytes
+  uint64_t part_bytes = kDefaultPartBytes;  // initializers with more raw bytes are sealed in parts of this size (> 0)
 };
 
 struct ChunkInfo {
@@ -110,7 +121,7 @@ struct PackageInfo {
   crypto::Sha256Digest digest{};  // the package digest (see above)
 
   std::string digest_hex() const { return crypto::to_hex(digest); }
-  uint64_t weight_plaintext_bytes() const;  // sum over the weight chunks
+  uint64_t weight_plaintext_bytes() const;  // sum over the weight and part chunks
 };
 
 // A fresh random model key (32 bytes).
@@ -133,7 +144,7 @@ Result<PackageInfo> seal_model_file(const std::string& onnx_path, const std::str
 
 struct ChunkPlaintext {
   ChunkKind kind = ChunkKind::kWeights;
-  SecretBytes bytes;  // chunk 0: ModelProto without initializers; others: GraphProto{initializer}
+  SecretBytes bytes;  // chunk 0: ModelProto without initializers; weights: GraphProto{initializer}; part: raw bytes
 };
 
 // Reads a sealed package. Thread-compatible: one reader per thread, or external locking.
@@ -165,8 +176,9 @@ class PackageReader {
   // each weight chunk's initializers; each chunk's plaintext and parsed tensors are wiped before
   // the next chunk is read, so no more than one chunk's plaintext is in memory at a time. With
   // import.constant_store (bounded loading, ir/graph.h) the large initializers are deferred into
-  // the store as they are read, so the graph does not hold the model's weights either. The graph
-  // equals an import of the whole ONNX model, constant for constant.
+  // the store as they are read, so the graph does not hold the model's weights either; an
+  // initializer sealed in parts goes into the store part by part. The graph equals an import of
+  // the whole ONNX model, constant for constant.
   Result<ir::Graph> load_graph(crypto::ByteSpan model_key, const onnx_import::ImportOptions& import = {}) const;
 
  private:
@@ -175,6 +187,7 @@ class PackageReader {
   static Result<PackageReader> parse(std::unique_ptr<Source> source);
   Result<ChunkPlaintext> read_chunk_after_key_check(uint32_t index, crypto::ByteSpan k_enc) const;
   Result<ir::Graph> import_by_chunk(crypto::ByteSpan k_enc, const onnx_import::ImportOptions& import) const;
+  class PartCursor;
 
   std::unique_ptr<Source> source_;
   PackageInfo info_;

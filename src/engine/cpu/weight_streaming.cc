@@ -74,7 +74,7 @@ class PlainWeightStore final : public WeightStore {
 double best_rate(uint64_t units, const std::function<void()>& run) {
   run();  // warm: first touch, thread start
   double best = 0;
-  for (int i = 0; i < 3; ++i) {
+  for (int i = 0; i < 5; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     run();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

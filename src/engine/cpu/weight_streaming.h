@@ -98,12 +98,13 @@ class WeightStore : public ir::ConstantStore {
   // put() of `size` bytes that the caller produces piece by piece: `fill(offset, dst)` writes
   // bytes [offset, offset + dst.size()). A store that seals piece by piece (SealedWeightStore)
   // never needs the whole entry in memory; this default assembles it in host memory first.
-  using Filler = std::function<Status(uint64_t offset, std::span<std::byte> dst)>;
+  // (Filler: ir::ConstantStore's.)
   virtual Result<uint32_t> put_from(uint64_t size, uint64_t piece_bytes, const Filler& fill);
 
   // ir::ConstantStore: entries in pieces of kConstantPieceBytes; get_constant() reads the pieces
   // a range covers (a partly covered piece through a piece-sized host buffer).
   Result<uint32_t> put_constant(std::span<const std::byte> data) override { return put(data, kConstantPieceBytes); }
+  Result<uint32_t> put_constant_from(uint64_t size, const Filler& fill) override { return put_from(size, kConstantPieceBytes, fill); }
   Status get_constant(uint32_t id, uint64_t entry_bytes, uint64_t offset, std::span<std::byte> dst) override;
 };
 
@@ -138,7 +139,7 @@ struct StreamingOptions {
   double max_loading_overhead = 0.2;
 };
 
-// `units` per second over the best of three timed calls of `run` (after an untimed one): how the
+// `units` per second over the best of five timed calls of `run` (after an untimed one): how the
 // machine rates below are measured.
 double best_rate(uint64_t units, const std::function<void()>& run);
 

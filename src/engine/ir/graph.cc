@@ -98,6 +98,25 @@ Result<ValueId> Graph::add_deferred_constant(std::string vname, DType dtype, Sha
   return add_value(std::move(v));
 }
 
+Result<uint32_t> ConstantStore::put_constant_from(uint64_t size, const Filler& fill) {
+  std::vector<std::byte> bytes(static_cast<size_t>(size));
+  TENET_RETURN_IF_ERROR(fill(0, bytes));
+  return put_constant(bytes);
+}
+
+Result<ValueId> Graph::add_deferred_constant_from(std::string vname, DType dtype, Shape vshape, const ConstantStore::Filler& fill) {
+  if (constant_store == nullptr) return internal_error("deferred constant '{}' without a constant store", vname);
+  TENET_ASSIGN_OR_RETURN(const size_t want, byte_size(dtype, vshape));
+  Value v;
+  v.name = std::move(vname);
+  v.dtype = dtype;
+  v.shape = std::move(vshape);
+  v.shape_known = true;
+  v.deferred = true;
+  TENET_ASSIGN_OR_RETURN(v.deferred_id, constant_store->put_constant_from(want, fill));
+  return add_value(std::move(v));
+}
+
 Status Graph::defer_constant(ValueId id) {
   Value& v = value(id);
   if (constant_store == nullptr) return internal_error("deferring '{}' without a constant store", v.name);

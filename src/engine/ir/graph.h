@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -47,6 +48,11 @@ class ConstantStore {
   virtual ~ConstantStore() = default;
   // Copies `data` in; the caller frees its buffer afterwards.
   virtual Result<uint32_t> put_constant(std::span<const std::byte> data) = 0;
+  // An entry of `size` bytes that `fill(offset, dst)` writes in order of offset, piece by piece
+  // (a sealed package's parts of one weight). This default assembles it in memory first; a store
+  // that keeps its own pieces need not.
+  using Filler = std::function<Status(uint64_t offset, std::span<std::byte> dst)>;
+  virtual Result<uint32_t> put_constant_from(uint64_t size, const Filler& fill);
   // Bytes [offset, offset + dst.size()) of an entry of `entry_bytes` bytes, checked to be the
   // bytes that were put.
   virtual Status get_constant(uint32_t id, uint64_t entry_bytes, uint64_t offset, std::span<std::byte> dst) = 0;
@@ -134,6 +140,8 @@ class Graph {
   Result<ValueId> add_constant_deferrable(std::string name, Tensor t);
   // A deferred constant straight from bytes (an importer's raw data), no Tensor in between.
   Result<ValueId> add_deferred_constant(std::string name, DType dtype, Shape shape, std::span<const std::byte> bytes);
+  // The same from bytes produced in order (ConstantStore::put_constant_from).
+  Result<ValueId> add_deferred_constant_from(std::string name, DType dtype, Shape shape, const ConstantStore::Filler& fill);
   // Moves a held constant into the store and frees it. Requires constant_store.
   Status defer_constant(ValueId id);
   // A constant's data: the held tensor (shared), or a fresh tensor read from the store.

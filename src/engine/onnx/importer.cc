@@ -170,6 +170,36 @@ class Importer {
     return ok_status();
   }
 
+  Status add_initializer_from(const onnx::TensorProto& header, uint64_t bytes, const ir::ConstantStore::Filler& fill) {
+    const std::string& name = header.name();
+    if (name.empty()) return invalid_argument("an initializer has no name");
+    if (by_name_.count(name)) return invalid_argument("initializer '{}' is defined twice", name);
+    const DType dtype = dtype_from_onnx(header.data_type());
+    if (dtype == DType::kUndefined || dtype == DType::kBool) {
+      return invalid_argument("initializer '{}': data type {} cannot come in parts", name, header.data_type());
+    }
+    if (header.dims_size() > kMaxRank || header.has_segment()) return invalid_argument("initializer '{}': bad header", name);
+    if (header.has_raw_data() || header.float_data_size() > 0 || header.int32_data_size() > 0 || header.int64_data_size() > 0 ||
+        header.double_data_size() > 0 || header.uint64_data_size() > 0 || header.string_data_size() > 0) {
+      return invalid_argument("initializer '{}' comes in parts but also carries data", name);
+    }
+    Shape shape;
+    for (int64_t d : header.dims()) {
+      if (d < 0) return invalid_argument("initializer '{}' has a negative dimension", name);
+      shape.push_back(d);
+    }
+    TENET_ASSIGN_OR_RETURN(const size_t want, byte_size(dtype, shape));
+    if (want != bytes) return invalid_argument("initializer '{}' is {} bytes in parts; its type and shape make {}", name, bytes, want);
+    if (g_.defers(bytes)) {
+      TENET_ASSIGN_OR_RETURN(by_name_[name], g_.add_deferred_constant_from(name, dtype, std::move(shape), fill));
+      return ok_status();
+    }
+    TENET_ASSIGN_OR_RETURN(Tensor t, Tensor::zeros(dtype, std::move(shape)));
+    if (bytes > 0) TENET_RETURN_IF_ERROR(fill(0, std::span(static_cast<std::byte*>(t.data()), t.size_bytes())));
+    TENET_ASSIGN_OR_RETURN(by_name_[name], g_.add_constant_deferrable(name, std::move(t)));
+    return ok_status();
+  }
+
   Result<ir::Graph> finish(const onnx::ModelProto& model) {
     const onnx::GraphProto& gp = model.graph();
     for (const auto& in : gp.input()) {
@@ -276,6 +306,9 @@ ModelImporter::ModelImporter(const ImportOptions& options) : impl_(std::make_uni
 ModelImporter::~ModelImporter() = default;
 Status ModelImporter::begin(const onnx::ModelProto& model) { return impl_->begin(model); }
 Status ModelImporter::add_initializer(const onnx::TensorProto& init) { return impl_->add_initializer(init); }
+Status ModelImporter::add_initializer_from(const onnx::TensorProto& header, uint64_t bytes, const ir::ConstantStore::Filler& fill) {
+  return impl_->add_initializer_from(header, bytes, fill);
+}
 Result<ir::Graph> ModelImporter::finish(const onnx::ModelProto& model) { return impl_->finish(model); }
 
 Result<ir::Graph> import_model_bytes(std::span<const std::byte> bytes, const ImportOptions& options) {

@@ -23,6 +23,12 @@ class ModelImporter {
   ~ModelImporter();
   Status begin(const onnx::ModelProto& model);
   Status add_initializer(const onnx::TensorProto& init);
+  // An initializer whose data comes separately (a sealed package's part chunks): `header` has the
+  // name, type and dims and no data; `fill(offset, dst)` writes its `bytes` raw little-endian
+  // bytes in order of offset, as ONNX raw_data would hold them. Deferred into the constant store
+  // piece by piece when the import defers a constant of that size (never whole in memory), else
+  // filled straight into the constant's tensor. Fixed-size types only.
+  Status add_initializer_from(const onnx::TensorProto& header, uint64_t bytes, const ir::ConstantStore::Filler& fill);
   Result<ir::Graph> finish(const onnx::ModelProto& model);
 
  private:

@@ -363,7 +363,8 @@ TEST_F(PackageTest, HostileHeaderFieldsAreRefusedBeforeUse) {
   const uint32_t mf = static_cast<uint32_t>(info_.chunks[0].offset - kPackageHeaderBytes);
   const Case cases[] = {
       {0, 4, 0x58585858, StatusCode::kDataLoss, "bad magic"},
-      {8, 4, 2, StatusCode::kUnimplemented, "format version 2"},
+      {8, 4, 3, StatusCode::kUnimplemented, "format version 3"},
+      {8, 4, 0, StatusCode::kUnimplemented, "format version 0"},
       {12, 4, 65, StatusCode::kDataLoss, "header_size"},
       {32, 4, 0, StatusCode::kOutOfRange, "chunk_count 0"},
       {32, 4, 0xffffffffu, StatusCode::kOutOfRange, "chunk_count 4294967295"},
@@ -535,6 +536,134 @@ TEST_F(PackageTest, ChunkedImportEqualsTheWholeImport) {
   auto wrong = r->load_graph(test_key(0x22), o);
   ASSERT_FALSE(wrong.ok());
   EXPECT_EQ(wrong.status().code(), StatusCode::kDataLoss);
+}
+
+// Large initializers are sealed as part chunks: no chunk's plaintext exceeds the part size, the
+// package loads (with and without a constant store) to the ONNX model's import constant for
+// constant, and a tampered, missing or misplaced part fails the load naming what failed.
+class PackagePartsTest : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kPart = 100000;  // not a multiple of 4: parts cut through floats
+  void SetUp() override {
+    ModelBuilder b;
+    b.input("x", {1, 256}).output("y");
+    b.random_initializer("big", {1000, 256}, 0.05f);   // 1,024,000 bytes: 11 parts
+    b.random_initializer("bias", {1000}, 0.1f);        // stays in its weights chunk
+    b.random_initializer("next", {10, 1000}, 0.05f);   // 40,000 bytes: one weights chunk
+    auto& g = b.node("Gemm", {"x", "big", "bias"}, {"h"});
+    ModelBuilder::attr(g, "transB", int64_t{1});
+    auto& g2 = b.node("Gemm", {"h", "next"}, {"y"});
+    ModelBuilder::attr(g2, "transB", int64_t{1});
+    model_ = b.bytes();
+    key_ = test_key(0x33);
+    SealOptions o{"parts", "1"};
+    o.part_bytes = kPart;
+    auto p = seal_model_to_bytes(span_of(model_), key_, o, &info_);
+    ASSERT_TRUE(p.ok()) << p.status().to_string();
+    package_ = std::move(p).value();
+  }
+  // Expects a load of `bytes` to fail with kDataLoss naming `needle`.
+  void expect_load_fails(const Bytes& bytes, const std::string& needle) const {
+    auto r = PackageReader::from_bytes(bytes);
+    Status s = r.ok() ? r->load_graph(key_).status() : r.status();
+    ASSERT_FALSE(s.ok()) << "expected a failure naming '" << needle << "'";
+    EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.to_string();
+    EXPECT_NE(s.message().find(needle), std::string::npos) << s.message();
+  }
+  std::string model_;
+  Bytes key_;
+  Bytes package_;
+  PackageInfo info_;
+};
+
+TEST_F(PackagePartsTest, LargeInitializersAreSealedInPartsAndLoadPartByPart) {
+  // graph, {big, bias}, 11 parts of big, {next}
+  ASSERT_EQ(info_.chunks.size(), 14u);
+  EXPECT_EQ(info_.format_version, kPackageFormatVersion);
+  EXPECT_EQ(info_.chunks[1].kind, ChunkKind::kWeights);
+  uint64_t part_bytes = 0;
+  for (size_t i = 2; i < 13; ++i) {
+    EXPECT_EQ(info_.chunks[i].kind, ChunkKind::kWeightPart) << i;
+    EXPECT_LE(info_.chunks[i].plaintext_size, kPart);
+    part_bytes += info_.chunks[i].plaintext_size;
+  }
+  EXPECT_EQ(part_bytes, 1000u * 256 * 4);
+  EXPECT_EQ(info_.chunks[13].kind, ChunkKind::kWeights);
+  EXPECT_LT(info_.chunks[1].plaintext_size, 5000u);  // big's header and bias, not big's data
+
+  auto want = onnx_import::import_model_bytes(std::as_bytes(std::span(model_.data(), model_.size())));
+  ASSERT_TRUE(want.ok());
+  auto r = PackageReader::from_bytes(package_);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  onnx_import::ImportOptions deferring;
+  deferring.constant_store = cpu::make_plain_weight_store();
+  for (const onnx_import::ImportOptions& o : {onnx_import::ImportOptions{}, deferring}) {
+    auto g = r->load_graph(key_, o);
+    ASSERT_TRUE(g.ok()) << g.status().to_string();
+    ASSERT_EQ(g->values.size(), want->values.size());
+    for (size_t i = 0; i < want->values.size(); ++i) {
+      const ir::Value& a = want->values[i];
+      ASSERT_EQ(a.is_constant(), g->values[i].is_constant()) << a.name;
+      if (!a.is_constant()) continue;
+      EXPECT_EQ(g->values[i].deferred, o.constant_store != nullptr && a.constant.size_bytes() >= o.min_deferred_bytes) << a.name;
+      auto t = g->load_constant(static_cast<ir::ValueId>(i));
+      ASSERT_TRUE(t.ok());
+      ASSERT_EQ(t->size_bytes(), a.constant.size_bytes());
+      EXPECT_EQ(0, std::memcmp(t->data(), a.constant.data(), a.constant.size_bytes())) << a.name;
+    }
+    auto x = run_graph(*g);
+    auto y = run_graph(*want);
+    ASSERT_EQ(x.size(), 1u);
+    EXPECT_EQ(0, std::memcmp(x[0].data(), y[0].data(), y[0].size_bytes()));
+  }
+}
+
+TEST_F(PackagePartsTest, TamperedOrMisplacedPartsFailTheLoad) {
+  // A flipped byte in a part.
+  Bytes bad = package_;
+  bad[info_.chunks[7].offset + 10] ^= 1;
+  expect_load_fails(bad, "chunk 7 of 14 (weight part)");
+  // The version field says 1, which has no parts: refused while parsing, before any key.
+  Bytes v1 = package_;
+  v1[8] = 1;
+  auto r = PackageReader::from_bytes(v1);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("expected 2 (weights)"), std::string::npos) << r.status().message();
+  // A part's kind turned into weights (manifest edit): the MAC refuses it.
+  Bytes kind = package_;
+  const size_t entry = kPackageHeaderBytes + 4 + info_.model_name.size() + 4 + info_.version.size() + 32 + kManifestEntryBytes * 5;
+  kind[entry] = static_cast<uint8_t>(ChunkKind::kWeights);
+  expect_load_fails(kind, "manifest MAC");
+  // A part size of 0 is refused when sealing.
+  SealOptions o;
+  o.part_bytes = 0;
+  EXPECT_EQ(seal_model_to_bytes(span_of(model_), key_, o).status().code(), StatusCode::kInvalidArgument);
+}
+
+// A plain ONNX model may not smuggle tenet's part mark: external data is refused on import.
+TEST(PackageParts, ThePartMarkIsNotLoadableOutsideAPackage) {
+  ModelBuilder b;
+  b.input("x", {1, 4}).output("y");
+  b.random_initializer("w", {4, 4});
+  b.node("MatMul", {"x", "w"}, {"y"});
+  onnx::ModelProto m;
+  const std::string bytes = b.bytes();
+  ASSERT_TRUE(m.ParseFromString(bytes));
+  onnx::TensorProto* w = m.mutable_graph()->mutable_initializer(0);
+  w->clear_raw_data();
+  w->clear_float_data();
+  w->set_data_location(onnx::TensorProto::EXTERNAL);
+  auto* l = w->add_external_data();
+  l->set_key("location");
+  l->set_value(kPartsLocation);
+  auto* n = w->add_external_data();
+  n->set_key("length");
+  n->set_value("64");
+  const std::string smuggled = m.SerializeAsString();
+  auto g = onnx_import::import_model_bytes(std::as_bytes(std::span(smuggled.data(), smuggled.size())));
+  ASSERT_FALSE(g.ok());
+  EXPECT_EQ(g.status().code(), StatusCode::kUnimplemented);
+  EXPECT_FALSE(seal_model_to_bytes(span_of(smuggled), test_key(1), {}).ok());
 }
 
 }  // namespace
