@@ -2,8 +2,8 @@
 // enclave parses from untrusted disk.
 //
 // Input whose first byte is odd: the rest is an ONNX model; seal it under a fixed key and load it
-// back. Whatever seals must load (a property check on the writer and on the post-decryption
-// protobuf parsing and import).
+// back, with 64-byte parts. Whatever seals must load (a property check on the writer, on part
+// chunks and on the post-decryption protobuf parsing and import).
 // Otherwise the input is a package: parse header and manifest (no key), hash chunks, and try the
 // fixed key on every chunk and on load_graph. Seeds in fuzz/corpus/package_fuzz/ are sealed with
 // that key (tenet seal --key with kFuzzKeyHex), so mutations reach the MAC and GCM checks.
@@ -23,7 +23,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const tenet::crypto::ByteSpan input(data, size);
   if (data[0] & 1) {
     tenet::seal::PackageInfo info;
-    auto package = tenet::seal::seal_model_to_bytes(input.subspan(1), kFuzzKey, {"fuzz", "1"}, &info);
+    // Parts of 64 bytes: any initializer over 16 floats is sealed as part chunks and read back
+    // part by part.
+    tenet::seal::SealOptions options{"fuzz", "1"};
+    options.part_bytes = 64;
+    auto package = tenet::seal::seal_model_to_bytes(input.subspan(1), kFuzzKey, options, &info);
     if (!package.ok()) return 0;
     auto reader = tenet::seal::PackageReader::from_bytes(*package);
     if (!reader.ok() || reader->info().digest != info.digest) std::abort();

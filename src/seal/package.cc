@@ -222,10 +222,6 @@ std::vector<int> topological_order(const onnx::GraphProto& g) {
   return order;
 }
 
-struct PlainChunk {
-  ChunkKind kind;
-  SecretBytes bytes;
-};
 
 // Marks `t` as sealed in parts of `bytes` bytes (its data removed by the caller).
 void mark_parts(onnx::TensorProto& t, uint64_t bytes) {
@@ -257,7 +253,7 @@ Result<std::optional<uint64_t>> parts_length(const onnx::TensorProto& t) {
 
 // Splits a parsed model into the graph chunk, the per-layer weight chunks and the part chunks of
 // large initializers (see package.h). Consumes the model's initializers.
-Result<std::vector<PlainChunk>> split_model(onnx::ModelProto& model, uint64_t part_bytes) {
+Result<std::vector<ChunkPlaintext>> split_model(onnx::ModelProto& model, uint64_t part_bytes) {
   onnx::GraphProto* gp = model.mutable_graph();
   std::unordered_map<std::string, int> init_index;
   for (int i = 0; i < gp->initializer_size(); ++i) init_index.emplace(gp->initializer(i).name(), i);
@@ -288,9 +284,9 @@ Result<std::vector<PlainChunk>> split_model(onnx::ModelProto& model, uint64_t pa
   if (!rest.inits.empty()) groups.push_back(std::move(rest));
   if (groups.size() + 1 > kMaxChunks) return out_of_range("model needs {} chunks; the limit is {}", groups.size() + 1, kMaxChunks);
 
-  std::vector<PlainChunk> chunks;
+  std::vector<ChunkPlaintext> chunks;
   chunks.reserve(groups.size() + 1);
-  chunks.push_back(PlainChunk{ChunkKind::kGraph, SecretBytes()});  // filled below
+  chunks.push_back(ChunkPlaintext{ChunkKind::kGraph, SecretBytes()});  // filled below
   for (size_t c = 0; c < groups.size(); ++c) {
     onnx::GraphProto weights;
     std::vector<std::string> parted;  // raw data of the initializers sealed in parts, in chunk order
@@ -314,7 +310,7 @@ Result<std::vector<PlainChunk>> split_model(onnx::ModelProto& model, uint64_t pa
     auto bytes = serialize_secret(weights, fmt::format("weight chunk {}", index));
     wipe_graph(weights);
     if (!bytes.ok()) return bytes.status();
-    chunks.push_back(PlainChunk{ChunkKind::kWeights, std::move(bytes).value()});
+    chunks.push_back(ChunkPlaintext{ChunkKind::kWeights, std::move(bytes).value()});
     auto* prop = model.add_metadata_props();
     prop->set_key(fmt::format("tenet.seal.chunk.{}", index));
     prop->set_value(groups[c].layer);
@@ -323,7 +319,7 @@ Result<std::vector<PlainChunk>> split_model(onnx::ModelProto& model, uint64_t pa
         const size_t n = static_cast<size_t>(std::min<uint64_t>(part_bytes, data.size() - off));
         SecretBytes part(n);
         std::memcpy(part.span().data(), data.data() + off, n);
-        chunks.push_back(PlainChunk{ChunkKind::kWeightPart, std::move(part)});
+        chunks.push_back(ChunkPlaintext{ChunkKind::kWeightPart, std::move(part)});
       }
     }
   }
@@ -389,12 +385,6 @@ Status write_model_key_file(const std::string& path, const SecretBytes& key) {
 
 Result<Bytes> seal_model_to_bytes(ByteSpan onnx_model, ByteSpan model_key, const SealOptions& options,
                                   PackageInfo* info_out) {
-  if (options.model_name.size() > kMaxNameBytes || !printable_ascii(options.model_name)) {
-    return invalid_argument("model name must be printable ASCII of at most {} bytes", kMaxNameBytes);
-  }
-  if (options.version.size() > kMaxVersionBytes || !printable_ascii(options.version)) {
-    return invalid_argument("model version must be printable ASCII of at most {} bytes", kMaxVersionBytes);
-  }
   if (model_key.size() != kModelKeyBytes) {
     return invalid_argument("model key must be {} bytes, got {}", kModelKeyBytes, model_key.size());
   }
@@ -409,7 +399,21 @@ Result<Bytes> seal_model_to_bytes(ByteSpan onnx_model, ByteSpan model_key, const
   auto chunks_or = split_model(model, options.part_bytes);
   wipe_graph(*model.mutable_graph());
   if (!chunks_or.ok()) return chunks_or.status();
-  std::vector<PlainChunk> chunks = std::move(chunks_or).value();
+  return seal_chunks_to_bytes(std::move(chunks_or).value(), model_key, options, info_out);
+}
+
+Result<Bytes> seal_chunks_to_bytes(std::vector<ChunkPlaintext> chunks, ByteSpan model_key, const SealOptions& options,
+                                   PackageInfo* info_out) {
+  if (options.model_name.size() > kMaxNameBytes || !printable_ascii(options.model_name)) {
+    return invalid_argument("model name must be printable ASCII of at most {} bytes", kMaxNameBytes);
+  }
+  if (options.version.size() > kMaxVersionBytes || !printable_ascii(options.version)) {
+    return invalid_argument("model version must be printable ASCII of at most {} bytes", kMaxVersionBytes);
+  }
+  if (model_key.size() != kModelKeyBytes) {
+    return invalid_argument("model key must be {} bytes, got {}", kModelKeyBytes, model_key.size());
+  }
+  if (chunks.empty() || chunks.size() > kMaxChunks) return out_of_range("a package has 1 to {} chunks, not {}", kMaxChunks, chunks.size());
   const uint32_t count = static_cast<uint32_t>(chunks.size());
 
   PackageInfo info;
@@ -761,8 +765,8 @@ class PackageReader::PartCursor {
       std::memcpy(dst.data() + done, part_.view().data() + at_, n);
       at_ += n;
       done += n;
+      pos_ += n;
     }
-    pos_ += dst.size();
     return ok_status();
   }
   // All `length` bytes read, and they ended where a part did.
@@ -776,7 +780,7 @@ class PackageReader::PartCursor {
  private:
   Status next_part() {
     if (next_ >= reader_.chunk_count() || reader_.info_.chunks[next_].kind != ChunkKind::kWeightPart) {
-      return data_loss("its parts end after {} of its {} bytes (chunk {} is not a part)", pos_ + at_, length_, next_);
+      return data_loss("its parts end after {} of its {} bytes (chunk {} is not a part)", pos_, length_, next_);
     }
     const uint64_t size = reader_.info_.chunks[next_].plaintext_size;
     if (size == 0) return data_loss("chunk {} is an empty part", next_);

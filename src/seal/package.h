@@ -131,10 +131,20 @@ Result<SecretBytes> read_model_key_file(const std::string& path);
 // Written atomically with mode 0600.
 Status write_model_key_file(const std::string& path, const SecretBytes& key);
 
+struct ChunkPlaintext {
+  ChunkKind kind = ChunkKind::kWeights;
+  SecretBytes bytes;  // chunk 0: ModelProto without initializers; weights: GraphProto{initializer}; part: raw bytes
+};
+
 // Seals an ONNX model (serialized ModelProto) into package bytes. The model is imported first, so
 // a model tenet cannot load is refused at sealing time, not in the enclave. `info` may be null.
 Result<Bytes> seal_model_to_bytes(crypto::ByteSpan onnx_model, crypto::ByteSpan model_key,
                                   const SealOptions& options, PackageInfo* info = nullptr);
+// The writer under seal_model_to_bytes: encrypts chunks as given, in order, and writes the header
+// and manifest. It checks nothing about their contents (the reader does): for tools that have cut a
+// model themselves, and for tests that need authentic packages of any structure.
+Result<Bytes> seal_chunks_to_bytes(std::vector<ChunkPlaintext> chunks, crypto::ByteSpan model_key, const SealOptions& options,
+                                   PackageInfo* info = nullptr);
 // Same, written to `out_path` (atomically, mode 0644: the package is ciphertext). Returns the
 // package's info (digest, chunks).
 Result<PackageInfo> seal_model(crypto::ByteSpan onnx_model, const std::string& out_path,
@@ -142,10 +152,6 @@ Result<PackageInfo> seal_model(crypto::ByteSpan onnx_model, const std::string& o
 Result<PackageInfo> seal_model_file(const std::string& onnx_path, const std::string& out_path,
                                     crypto::ByteSpan model_key, const SealOptions& options);
 
-struct ChunkPlaintext {
-  ChunkKind kind = ChunkKind::kWeights;
-  SecretBytes bytes;  // chunk 0: ModelProto without initializers; weights: GraphProto{initializer}; part: raw bytes
-};
 
 // Reads a sealed package. Thread-compatible: one reader per thread, or external locking.
 class PackageReader {

@@ -4,6 +4,8 @@
 
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <optional>
 
 #include <onnx/onnx_pb.h>
 
@@ -664,6 +666,86 @@ TEST(PackageParts, ThePartMarkIsNotLoadableOutsideAPackage) {
   ASSERT_FALSE(g.ok());
   EXPECT_EQ(g.status().code(), StatusCode::kUnimplemented);
   EXPECT_FALSE(seal_model_to_bytes(span_of(smuggled), test_key(1), {}).ok());
+}
+
+// Authentic packages (sealed under the right key, so MAC and GCM pass) whose parts do not fit
+// their initializer: every one is refused with an error naming the problem, none crashes or loads.
+TEST(PackageParts, MalformedPartsInAuthenticPackagesAreRefused) {
+  ModelBuilder b;
+  b.input("x", {1, 4}).output("y");
+  b.random_initializer("w", {4, 4});
+  b.node("MatMul", {"x", "w"}, {"y"});
+  onnx::ModelProto model;
+  const std::string bytes = b.bytes();
+  ASSERT_TRUE(model.ParseFromString(bytes));
+  const onnx::TensorProto w = model.graph().initializer(0);
+  ASSERT_EQ(w.raw_data().size(), 64u);
+  model.mutable_graph()->clear_initializer();
+  const Bytes key = test_key(0x44);
+
+  const auto secret = [](const std::string& s) { return SecretBytes::copy_of(crypto::as_bytes(s)); };
+  // A weights chunk holding `w` marked as `length` bytes in parts (location `where`), or `w` whole.
+  const auto weights = [&](std::optional<std::string> length, const std::string& where = kPartsLocation) {
+    onnx::GraphProto g;
+    onnx::TensorProto* t = g.add_initializer();
+    *t = w;
+    if (length) {
+      t->clear_raw_data();
+      t->set_data_location(onnx::TensorProto::EXTERNAL);
+      auto* l = t->add_external_data();
+      l->set_key("location");
+      l->set_value(where);
+      auto* n = t->add_external_data();
+      n->set_key("length");
+      n->set_value(*length);
+    }
+    return ChunkPlaintext{ChunkKind::kWeights, secret(g.SerializeAsString())};
+  };
+  const auto part = [&](size_t from, size_t n) {
+    std::string raw = w.raw_data() + std::string(16, '\x7f');
+    return ChunkPlaintext{ChunkKind::kWeightPart, secret(raw.substr(from, n))};
+  };
+  struct Case {
+    const char* what;
+    std::vector<std::function<ChunkPlaintext()>> chunks;  // after the graph chunk
+    const char* needle;
+  };
+  const Case cases[] = {
+      {"parts one byte short", {[&] { return weights("64"); }, [&] { return part(0, 40); }, [&] { return part(40, 23); }},
+       "parts end after 63 of its 64 bytes"},
+      {"parts four bytes long", {[&] { return weights("64"); }, [&] { return part(0, 68); }}, "parts hold more than its 64 bytes"},
+      {"a part after a whole initializer", {[&] { return weights(std::nullopt); }, [&] { return part(0, 64); }},
+       "belongs to no initializer"},
+      {"an empty part", {[&] { return weights("64"); }, [&] { return part(0, 0); }, [&] { return part(0, 64); }}, "empty part"},
+      {"no parts at all", {[&] { return weights("64"); }}, "chunk 2 is not a part"},
+      {"a length the shape disagrees with", {[&] { return weights("60"); }, [&] { return part(0, 60); }}, "60 bytes in parts"},
+      {"a length that is not a number", {[&] { return weights("6e1"); }, [&] { return part(0, 64); }}, "is not a number"},
+      {"another external location", {[&] { return weights("64", "weights.bin"); }, [&] { return part(0, 64); }},
+       "external data other than tenet's part chunks"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    std::vector<ChunkPlaintext> chunks;
+    chunks.push_back(ChunkPlaintext{ChunkKind::kGraph, secret(model.SerializeAsString())});
+    for (const auto& make : c.chunks) chunks.push_back(make());
+    auto p = seal_chunks_to_bytes(std::move(chunks), key, {});
+    ASSERT_TRUE(p.ok()) << p.status().to_string();
+    auto r = PackageReader::from_bytes(*p);
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    auto g = r->load_graph(key);
+    ASSERT_FALSE(g.ok());
+    EXPECT_NE(g.status().message().find(c.needle), std::string::npos) << g.status().message();
+  }
+  // The same chunks done right load.
+  std::vector<ChunkPlaintext> good;
+  good.push_back(ChunkPlaintext{ChunkKind::kGraph, secret(model.SerializeAsString())});
+  good.push_back(weights("64"));
+  good.push_back(part(0, 24));
+  good.push_back(part(24, 40));
+  auto p = seal_chunks_to_bytes(std::move(good), key, {});
+  ASSERT_TRUE(p.ok());
+  auto g = PackageReader::from_bytes(*p)->load_graph(key);
+  ASSERT_TRUE(g.ok()) << g.status().to_string();
 }
 
 }  // namespace
