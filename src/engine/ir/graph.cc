@@ -85,17 +85,12 @@ Result<ValueId> Graph::add_constant_deferrable(std::string vname, Tensor t) {
 }
 
 Result<ValueId> Graph::add_deferred_constant(std::string vname, DType dtype, Shape vshape, std::span<const std::byte> bytes) {
-  if (constant_store == nullptr) return internal_error("deferred constant '{}' without a constant store", vname);
   TENET_ASSIGN_OR_RETURN(const size_t want, byte_size(dtype, vshape));
   if (want != bytes.size()) return internal_error("deferred constant '{}': {} bytes for {} expected", vname, bytes.size(), want);
-  Value v;
-  v.name = std::move(vname);
-  v.dtype = dtype;
-  v.shape = std::move(vshape);
-  v.shape_known = true;
-  v.deferred = true;
-  TENET_ASSIGN_OR_RETURN(v.deferred_id, constant_store->put_constant(bytes));
-  return add_value(std::move(v));
+  return add_deferred_constant_from(std::move(vname), dtype, std::move(vshape), [bytes](uint64_t offset, std::span<std::byte> dst) {
+    std::memcpy(dst.data(), bytes.data() + offset, dst.size());
+    return ok_status();
+  });
 }
 
 Result<uint32_t> ConstantStore::put_constant_from(uint64_t size, const Filler& fill) {
