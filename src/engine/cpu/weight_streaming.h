@@ -116,9 +116,8 @@ struct StreamingOptions {
   // What the compiled model may keep in memory in the steady state: arena, scratchpad, weights
   // kept resident and the ring. Required when `store` is set.
   uint64_t budget_bytes = 0;
-  // Weight buffers below this stay resident without being considered (their per-load cost
-  // dominates; biases and BN parameters).
-  uint64_t min_streamed_bytes = 64 * 1024;
+  // Weight buffers below this stay resident without being considered (ir::kMinDeferredBytes).
+  uint64_t min_streamed_bytes = ir::kMinDeferredBytes;
   int ring_slots = 2;
   // Who decrypts: a loader thread working ahead of the steps (overlapping decryption with
   // computation), or the compute threads right before each step. Auto: the loader thread when the

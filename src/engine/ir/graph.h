@@ -43,6 +43,12 @@ struct Attribute {
 };
 
 // Storage for deferred constants, outside the bounded memory (cpu::WeightStore implements it).
+// The size from which a weight lives outside memory the engine counts: deferred while a model
+// loads (Graph::min_deferred_bytes, onnx_import::ImportOptions) and streamed while it runs
+// (cpu::StreamingOptions::min_streamed_bytes). Below it, a weight's per-load cost dominates
+// (biases, BN parameters, shapes), and passes read such constants freely.
+inline constexpr uint64_t kMinDeferredBytes = 64 * 1024;
+
 class ConstantStore {
  public:
   virtual ~ConstantStore() = default;
@@ -132,9 +138,8 @@ class Graph {
   // Deferred constants (see the top of this file). Null: every constant is held in memory.
   std::shared_ptr<ConstantStore> constant_store;
   // Constants of at least this many bytes are deferred when there is a store (smaller ones, like
-  // shapes, biases and BN parameters, stay held: passes read them freely). The default equals
-  // cpu::StreamingOptions::min_streamed_bytes.
-  uint64_t min_deferred_bytes = 64 * 1024;
+  // shapes, biases and BN parameters, stay held: passes read them freely).
+  uint64_t min_deferred_bytes = kMinDeferredBytes;
   bool defers(uint64_t bytes) const { return constant_store != nullptr && bytes >= min_deferred_bytes; }
   // add_constant, deferring `t` (and freeing it) when defers(its size).
   Result<ValueId> add_constant_deferrable(std::string name, Tensor t);

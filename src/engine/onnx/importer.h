@@ -26,7 +26,7 @@ struct ImportOptions {
   // Non-null: initializers of at least min_deferred_bytes become deferred constants in this store
   // as they are read (ir/graph.h), so the imported graph does not hold the model's weights.
   std::shared_ptr<ir::ConstantStore> constant_store;
-  uint64_t min_deferred_bytes = 64 * 1024;
+  uint64_t min_deferred_bytes = ir::kMinDeferredBytes;
 };
 
 Result<ir::Graph> import_model_bytes(std::span<const std::byte> bytes, const ImportOptions& options = {});
