@@ -798,8 +798,9 @@ Status CompiledModel::plan_streaming(const StreamingOptions& o) {
                               o.budget_bytes);
   }
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return m.weights[a].bytes < m.weights[b].bytes; });
-  // The loading-overhead bound: stream at most what loads within max_loading_overhead of the
-  // predicted compute time, so keep resident at least the rest (and no more, budget permitting).
+  // The loading-overhead bound: what may stream is what loads within max_loading_overhead of the
+  // predicted compute time; the rest is worth keeping resident. That is the cap: no more is kept
+  // (the EPC is shared), and less where the budget holds less.
   uint64_t resident_cap = UINT64_MAX;
   double streamed_byte_s = 0;
   if (o.max_loading_overhead > 0 && total > 0) {
