@@ -21,7 +21,6 @@
 
 #include <array>
 #include <functional>
-#include <map>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -49,7 +48,7 @@ class SealedWeightStore final : public cpu::WeightStore {
   Status get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) override;
   Status dot_piece(uint32_t id, uint64_t piece, const float* x, int64_t k, std::span<float> lanes) override;
   bool dots_pieces(int64_t k) const override;
-  // AES-128-GCM opening of 256 KiB chunks on the team, from host memory.
+  // get() of a large entry on the team (measured once per process and GCM backend).
   double load_bytes_per_second(int threads) override;
   uint64_t stored_bytes() const override;
   std::string describe() const override;
@@ -99,8 +98,6 @@ class SealedWeightStore final : public cpu::WeightStore {
   std::vector<std::unique_ptr<Entry>> entries_;
   uint64_t stored_bytes_ = 0;
   std::atomic<uint64_t> bytes_decrypted_{0};
-  std::mutex rate_mu_;
-  std::map<int, double> rates_;
 };
 
 }  // namespace tenet::epc

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <utility>
 #include <oneapi/dnnl/dnnl.hpp>
 
 namespace tenet::cpu {
@@ -45,16 +47,15 @@ class PlainWeightStore final : public WeightStore {
   std::string describe() const override { return "plain memory"; }
   // A copy: memcpy of a buffer larger than the caches, on the team.
   double load_bytes_per_second(int threads) override {
-    std::lock_guard lock(rate_mu_);
-    double& rate = rates_[threads];
-    if (rate > 0) return rate;
     constexpr size_t kBytes = size_t{32} << 20, kPart = size_t{1} << 20;
-    std::vector<std::byte> src(kBytes, std::byte{1}), dst(kBytes);
-    rate = best_rate(kBytes, [&] {
+    std::vector<std::byte> src, dst;
+    return measured_rate("plain store copy", threads, kBytes, [&] {
+      src.resize(kBytes, std::byte{1});
+      dst.resize(kBytes);
 #pragma omp parallel for num_threads(threads) schedule(static)
       for (size_t p = 0; p < kBytes / kPart; ++p) std::memcpy(dst.data() + p * kPart, src.data() + p * kPart, kPart);
+      return true;
     });
-    return rate;
   }
 
  private:
@@ -65,45 +66,53 @@ class PlainWeightStore final : public WeightStore {
   std::mutex mu_;
   std::vector<Entry> entries_;
   uint64_t bytes_ = 0;
-  std::mutex rate_mu_;
-  std::map<int, double> rates_;
 };
 
 }  // namespace
 
-double best_rate(uint64_t units, const std::function<void()>& run) {
-  run();  // warm: first touch, thread start
-  double best = 0;
+double measured_rate(const std::string& what, int threads, uint64_t units, const std::function<bool()>& run) {
+  static std::mutex mu;
+  static std::map<std::pair<std::string, int>, double> rates;
+  std::lock_guard lock(mu);
+  const auto known = rates.find({what, threads});
+  if (known != rates.end()) return known->second;
+  if (!run()) return 0;  // warm: first touch, thread start
+  double rate = 0;
   for (int i = 0; i < 5; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    run();
+    if (!run()) return 0;
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (s > 0) best = std::max(best, static_cast<double>(units) / s);
+    if (s > 0) rate = std::max(rate, static_cast<double>(units) / s);
   }
-  return best;
+  if (rate > 0) rates[{what, threads}] = rate;
+  return rate;
 }
 
 double fp32_flops_per_second(int threads) {
-  static std::mutex mu;
-  static std::map<int, double> rates;
-  std::lock_guard lock(mu);
-  double& rate = rates[threads];
-  if (rate > 0) return rate;
   constexpr int64_t n = 512;
-  dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  dnnl::stream stream(engine);
-  const dnnl::memory::desc md({n, n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab);
-  dnnl::memory a(md, engine), b(md, engine), c(md, engine);
-  for (dnnl::memory* m : {&a, &b}) {
-    auto* p = static_cast<float*>(m->get_data_handle());
-    for (int64_t i = 0; i < n * n; ++i) p[i] = static_cast<float>(i % 7) * 0.125f;
-  }
-  dnnl::matmul mm(dnnl::matmul::primitive_desc(dnnl::matmul::desc(md, md, md), engine));
+  std::optional<dnnl::engine> engine;
+  std::optional<dnnl::stream> stream;
+  dnnl::memory a, b, c;
+  std::optional<dnnl::matmul> mm;
   const int saved = omp_get_max_threads();
   omp_set_num_threads(threads);
-  rate = best_rate(static_cast<uint64_t>(2 * n * n * n), [&] {
-    mm.execute(stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
-    stream.wait();
+  const double rate = measured_rate("fp32 matmul", threads, static_cast<uint64_t>(2 * n * n * n), [&] {
+    if (!mm) {  // built on the first (untimed) call only, and only when the rate is not known yet
+      engine.emplace(dnnl::engine::kind::cpu, 0);
+      stream.emplace(*engine);
+      const dnnl::memory::desc md({n, n}, dnnl::memory::data_type::f32, dnnl::memory::format_tag::ab);
+      a = dnnl::memory(md, *engine);
+      b = dnnl::memory(md, *engine);
+      c = dnnl::memory(md, *engine);
+      for (dnnl::memory* m : {&a, &b}) {
+        auto* p = static_cast<float*>(m->get_data_handle());
+        for (int64_t i = 0; i < n * n; ++i) p[i] = static_cast<float>(i % 7) * 0.125f;
+      }
+      mm.emplace(dnnl::matmul::primitive_desc(dnnl::matmul::desc(md, md, md), *engine));
+    }
+    mm->execute(*stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
+    stream->wait();
+    return true;
   });
   omp_set_num_threads(saved);
   return rate;

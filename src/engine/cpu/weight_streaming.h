@@ -138,9 +138,10 @@ struct StreamingOptions {
   double max_loading_overhead = 0.2;
 };
 
-// `units` per second over the best of five timed calls of `run` (after an untimed one): how the
-// machine rates below are measured.
-double best_rate(uint64_t units, const std::function<void()>& run);
+// `units` per second over the best of five timed calls of `run` (after an untimed one), measured
+// once per process for each (`what`, `threads`) and remembered: how the machine rates below and the
+// stores' load_bytes_per_second are measured. 0 (not remembered) when a call of `run` returns false.
+double measured_rate(const std::string& what, int threads, uint64_t units, const std::function<bool()>& run);
 
 // FP32 multiply-add throughput of this machine's matrix kernels on `threads` threads, in FLOP/s
 // (a 512x512x512 oneDNN matmul, best of a few; measured once per thread count and process).
