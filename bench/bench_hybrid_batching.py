@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO / "tests" / "models"))
 sys.path.insert(0, str(REPO / "python"))
 sys.path.insert(0, str(REPO / "bench"))
 import export_models  # noqa: E402
-from bench_serving import drive, percentile  # noqa: E402
+from bench_serving import drive, percentile, run_workers  # noqa: E402
 from hybrid_util import HybridDeployment  # noqa: E402
 from tenet_client import TenetClient  # noqa: E402
 
@@ -89,13 +89,7 @@ def drive_keepalive(dep, model: str, x: np.ndarray, clients: int, requests: int)
         finally:
             conn.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    t0 = time.time()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return lat, errors, time.time() - t0
+    return lat, errors, run_workers(worker, clients)
 
 
 def run(args, batch: int | None, pool: int, x: np.ndarray) -> dict:

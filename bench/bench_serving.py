@@ -60,14 +60,18 @@ def drive(dep: Deployment, model: str, x: np.ndarray, clients: int, seconds: flo
                     with lock:
                         errors.append(f"{type(e).__name__}: {e}")
 
+    return lat, errors, run_workers(worker, clients)
+
+
+def run_workers(worker, clients: int) -> float:
+    """Runs `worker` on `clients` threads at once; the wall time in seconds until all have returned."""
     threads = [threading.Thread(target=worker) for _ in range(clients)]
     t0 = time.time()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    wall = time.time() - t0
-    return lat, errors, wall
+    return time.time() - t0
 
 
 def engine_direct(dep: Deployment, runs: int, threads: int) -> float:
