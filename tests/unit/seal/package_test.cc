@@ -642,25 +642,35 @@ TEST_F(PackagePartsTest, TamperedOrMisplacedPartsFailTheLoad) {
   EXPECT_EQ(seal_model_to_bytes(span_of(model_), key_, o).status().code(), StatusCode::kInvalidArgument);
 }
 
-// A plain ONNX model may not smuggle tenet's part mark: external data is refused on import.
-TEST(PackageParts, ThePartMarkIsNotLoadableOutsideAPackage) {
+// y = x·w with a 4x4 weight w (64 bytes of raw data).
+onnx::ModelProto small_matmul() {
   ModelBuilder b;
   b.input("x", {1, 4}).output("y");
   b.random_initializer("w", {4, 4});
   b.node("MatMul", {"x", "w"}, {"y"});
   onnx::ModelProto m;
-  const std::string bytes = b.bytes();
-  ASSERT_TRUE(m.ParseFromString(bytes));
-  onnx::TensorProto* w = m.mutable_graph()->mutable_initializer(0);
-  w->clear_raw_data();
-  w->clear_float_data();
-  w->set_data_location(onnx::TensorProto::EXTERNAL);
-  auto* l = w->add_external_data();
+  EXPECT_TRUE(m.ParseFromString(b.bytes()));
+  return m;
+}
+
+// Drops `t`'s data and marks it as external data at `location` of `length` bytes (tenet's part
+// mark when location is kPartsLocation).
+void mark_external(onnx::TensorProto& t, const std::string& location, const std::string& length) {
+  t.clear_raw_data();
+  t.clear_float_data();
+  t.set_data_location(onnx::TensorProto::EXTERNAL);
+  auto* l = t.add_external_data();
   l->set_key("location");
-  l->set_value(kPartsLocation);
-  auto* n = w->add_external_data();
+  l->set_value(location);
+  auto* n = t.add_external_data();
   n->set_key("length");
-  n->set_value("64");
+  n->set_value(length);
+}
+
+// A plain ONNX model may not smuggle tenet's part mark: external data is refused on import.
+TEST(PackageParts, ThePartMarkIsNotLoadableOutsideAPackage) {
+  onnx::ModelProto m = small_matmul();
+  mark_external(*m.mutable_graph()->mutable_initializer(0), kPartsLocation, "64");
   const std::string smuggled = m.SerializeAsString();
   auto g = onnx_import::import_model_bytes(std::as_bytes(std::span(smuggled.data(), smuggled.size())));
   ASSERT_FALSE(g.ok());
@@ -671,13 +681,7 @@ TEST(PackageParts, ThePartMarkIsNotLoadableOutsideAPackage) {
 // Authentic packages (sealed under the right key, so MAC and GCM pass) whose parts do not fit
 // their initializer: every one is refused with an error naming the problem, none crashes or loads.
 TEST(PackageParts, MalformedPartsInAuthenticPackagesAreRefused) {
-  ModelBuilder b;
-  b.input("x", {1, 4}).output("y");
-  b.random_initializer("w", {4, 4});
-  b.node("MatMul", {"x", "w"}, {"y"});
-  onnx::ModelProto model;
-  const std::string bytes = b.bytes();
-  ASSERT_TRUE(model.ParseFromString(bytes));
+  onnx::ModelProto model = small_matmul();
   const onnx::TensorProto w = model.graph().initializer(0);
   ASSERT_EQ(w.raw_data().size(), 64u);
   model.mutable_graph()->clear_initializer();
@@ -689,16 +693,7 @@ TEST(PackageParts, MalformedPartsInAuthenticPackagesAreRefused) {
     onnx::GraphProto g;
     onnx::TensorProto* t = g.add_initializer();
     *t = w;
-    if (length) {
-      t->clear_raw_data();
-      t->set_data_location(onnx::TensorProto::EXTERNAL);
-      auto* l = t->add_external_data();
-      l->set_key("location");
-      l->set_value(where);
-      auto* n = t->add_external_data();
-      n->set_key("length");
-      n->set_value(*length);
-    }
+    if (length) mark_external(*t, where, *length);
     return ChunkPlaintext{ChunkKind::kWeights, secret(g.SerializeAsString())};
   };
   const auto part = [&](size_t from, size_t n) {
