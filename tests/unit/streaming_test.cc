@@ -132,22 +132,6 @@ TEST_P(StreamingTest, BitwiseEqualUnderABudgetAndWithinThePlan) {
   }
 }
 
-// A store with a stated load rate, in plain memory.
-class RatedStore final : public cpu::WeightStore {
- public:
-  explicit RatedStore(double rate) : rate_(rate) {}
-  Result<uint32_t> put(std::span<const std::byte> data, uint64_t piece_bytes) override { return inner_->put(data, piece_bytes); }
-  Status get(uint32_t id, std::span<std::byte> dst) override { return inner_->get(id, dst); }
-  Status get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) override { return inner_->get_piece(id, piece, dst); }
-  uint64_t stored_bytes() const override { return inner_->stored_bytes(); }
-  std::string describe() const override { return "rated"; }
-  double load_bytes_per_second(int) override { return rate_; }
-
- private:
-  double rate_;
-  std::shared_ptr<cpu::WeightStore> inner_ = cpu::make_plain_weight_store();
-};
-
 // The loading-overhead bound: with loads that cost next to nothing against the model's compute,
 // a 64 MiB budget that holds every weight keeps none of the large ones resident; with loads that
 // cost more than the bound allows even when streaming the least, it keeps what fits (as with the
@@ -177,7 +161,7 @@ TEST(Streaming, KeepsResidentOnlyWhatTheLoadingOverheadBoundNeeds) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.what);
     cpu::CompileOptions o = plain;
-    o.streaming.store = std::make_shared<RatedStore>(c.rate);
+    o.streaming.store = std::make_shared<testing::RatedStore>(c.rate);
     o.streaming.budget_bytes = c.budget;
     o.streaming.max_loading_overhead = 0.2;
     auto m = cpu::compile_model(import(bytes), shapes, o);

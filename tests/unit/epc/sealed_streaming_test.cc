@@ -12,6 +12,7 @@
 #include "engine/cpu/compiled_model.h"
 #include "engine/onnx/importer.h"
 #include "epc/sealed_weight_store.h"
+#include "failing_store.h"
 #include "model_builder.h"
 
 namespace tenet::epc {
@@ -38,12 +39,10 @@ std::string model_bytes() {
   return b.bytes();
 }
 
-// Counts the pieces the kernels took as dot products, and passes everything to the sealed store.
-class CountingStore final : public cpu::WeightStore {
+// Counts the pieces the kernels loaded and took as dot products, passing everything to the sealed store.
+class CountingStore final : public testing::ForwardingStore {
  public:
-  explicit CountingStore(std::shared_ptr<SealedWeightStore> inner) : inner_(std::move(inner)) {}
-  Result<uint32_t> put(std::span<const std::byte> data, uint64_t piece_bytes) override { return inner_->put(data, piece_bytes); }
-  Status get(uint32_t id, std::span<std::byte> dst) override { return inner_->get(id, dst); }
+  explicit CountingStore(std::shared_ptr<SealedWeightStore> inner) : ForwardingStore(std::move(inner)) {}
   Status get_piece(uint32_t id, uint64_t piece, std::span<std::byte> dst) override {
     ++pieces_loaded;
     return inner_->get_piece(id, piece, dst);
@@ -52,13 +51,7 @@ class CountingStore final : public cpu::WeightStore {
     ++pieces_dotted;
     return inner_->dot_piece(id, piece, x, k, lanes);
   }
-  bool dots_pieces(int64_t k) const override { return inner_->dots_pieces(k); }
-  uint64_t stored_bytes() const override { return inner_->stored_bytes(); }
-  std::string describe() const override { return inner_->describe(); }
   std::atomic<int> pieces_loaded{0}, pieces_dotted{0};
-
- private:
-  std::shared_ptr<SealedWeightStore> inner_;
 };
 
 Result<std::unique_ptr<cpu::CompiledModel>> compile(const cpu::CompileOptions& o) {
