@@ -90,6 +90,7 @@ int main(int argc, char** argv) {
   options.threads = threads;
   auto acc = tenet::accel::make_cpu_accelerator(options);
   options.direct_conv = false;
+  options.amx_conv = false;
   auto gemm_acc = tenet::accel::make_cpu_accelerator(options);
   if (!acc.ok() || !gemm_acc.ok()) {
     std::fprintf(stderr, "bench_accel: %s\n", (acc.ok() ? gemm_acc.status() : acc.status()).to_string().c_str());

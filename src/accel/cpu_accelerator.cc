@@ -76,10 +76,14 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "accel/accelerator.h"
+#include "accel/amx_conv.h"
 #include "accel/cpu_accelerator.h"
+#include "accel/plane_blocks.h"
 
 namespace tenet::accel {
 namespace {
+
+using namespace plane_blocks;
 
 // GEMM rows per chunk (plane × image × pixel): large enough for the GEMM to use every core,
 // small enough that cols (rows·K bytes) and acc (rows·Cout·4 bytes) stay tens of MiB.
@@ -248,111 +252,6 @@ Status execute_direct_conv(const dnnl::engine& engine, const DirectConv& conv, u
   return ok_status();
 }
 
-// The AVX-512 kernels of the plane split and combine, on 16x16 blocks of 32-bit lanes: 16 pixels
-// by 16 channels, transposed in registers between the NCHW and NHWC layouts.
-constexpr int64_t kBlock = 16;
-
-// permutex2var indices of the transpose stages d = 8, 4, 2, 1: row r (bit d clear) keeps its
-// columns with bit d clear and takes row r+d's there; row r+d the converse. Stage d swaps bit d
-// of the row and column indices, so the four stages transpose.
-alignas(64) constexpr std::array<std::array<std::array<int32_t, 16>, 2>, 4> kTransposeIndex = [] {
-  std::array<std::array<std::array<int32_t, 16>, 2>, 4> t{};
-  for (int stage = 0; stage < 4; ++stage) {
-    const int d = 8 >> stage;
-    for (int c = 0; c < 16; ++c) {
-      t[stage][0][c] = (c & d) ? 16 + c - d : c;
-      t[stage][1][c] = (c & d) ? 16 + c : c + d;
-    }
-  }
-  return t;
-}();
-
-// Σ_i 2^30·2^{bits·i} mod p: the bias the AVX-512 combine adds to make every plane non-negative.
-template <int kBits>
-constexpr uint32_t combine_bias() {
-  uint64_t sum = 0;
-  for (int i = 0; i < (31 + kBits - 1) / kBits; ++i) sum += uint64_t{1} << ((30 + kBits * i) % 31);
-  return static_cast<uint32_t>(sum % kFieldPrime);
-}
-
-// (GCC 12 warns inside its own AVX-512 headers, on _mm512_undefined_epi32: a false positive.)
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-__attribute__((target("avx512f"), always_inline)) inline void transpose_16x16(__m512i rows[16]) {
-  for (int stage = 0; stage < 4; ++stage) {
-    const int d = 8 >> stage;
-    const __m512i lo = _mm512_load_si512(kTransposeIndex[stage][0].data());
-    const __m512i hi = _mm512_load_si512(kTransposeIndex[stage][1].data());
-    for (int r = 0; r < 16; ++r) {
-      if (r & d) continue;
-      const __m512i a = rows[r], b = rows[r + d];
-      rows[r] = _mm512_permutex2var_epi32(a, lo, b);
-      rows[r + d] = _mm512_permutex2var_epi32(a, hi, b);
-    }
-  }
-}
-
-// combine_planes for a block: acc rows are 16 pixels (stride acc_stride), 16 channels each; y
-// rows are 16 channels (stride y_stride), 16 pixels each. Each plane gets 2^30 added instead of
-// the sign fix (|acc| < 2^30, so acc + 2^30 is in [0, p)), and the bias is taken back at the end.
-template <int kBits>
-__attribute__((target("avx512f"))) void combine_block_avx512(const int32_t* acc, int64_t acc_stride,
-                                                              size_t plane_stride, uint32_t* y, int64_t y_stride) {
-  constexpr int kCount = (31 + kBits - 1) / kBits;
-  const __m512i p = _mm512_set1_epi32(static_cast<int>(kFieldPrime));
-  const __m512i half = _mm512_set1_epi32(1 << 30);
-  const __m512i unbias = _mm512_set1_epi32(static_cast<int>(kFieldPrime - combine_bias<kBits>()));
-  __m512i rows[16];
-  for (int k = 0; k < 16; ++k) {
-    __m512i sum = _mm512_setzero_si512();
-    for (int i = 0; i < kCount; ++i) {
-      const int32_t* src = acc + k * acc_stride + static_cast<size_t>(i) * plane_stride;
-      // The same channels of the next pixel tile: the loads are too many streams for the
-      // hardware prefetchers.
-      _mm_prefetch(reinterpret_cast<const char*>(src + kBlock * acc_stride), _MM_HINT_T0);
-      __m512i v = _mm512_add_epi32(_mm512_loadu_si512(src), half);  // [0, p)
-      const int s = kBits * i;
-      if (s == 0) {
-        sum = v;
-        continue;
-      }
-      // (v << s | v >> (31 - s)) & p: v·2^s mod p, still < p.
-      v = _mm512_ternarylogic_epi32(_mm512_slli_epi32(v, s), _mm512_srli_epi32(v, 31 - s), p, 0xA8);
-      sum = _mm512_add_epi32(sum, v);                                                // < 2p < 2^32
-      sum = _mm512_add_epi32(_mm512_and_si512(sum, p), _mm512_srli_epi32(sum, 31));  // ≤ p
-    }
-    sum = _mm512_add_epi32(sum, unbias);
-    sum = _mm512_add_epi32(_mm512_and_si512(sum, p), _mm512_srli_epi32(sum, 31));
-    rows[k] = _mm512_min_epu32(sum, _mm512_sub_epi32(sum, p));  // p → 0
-  }
-  transpose_16x16(rows);
-  for (int c = 0; c < 16; ++c) _mm512_storeu_si512(y + c * y_stride, rows[c]);
-}
-
-// The plane split for a block: x rows are 16 channels (stride x_stride), 16 pixels each; plane p
-// goes to planes + p·plane_stride, rows of 16 pixels (stride row_stride), 16 channel bytes each.
-__attribute__((target("avx512f"))) void split_block_avx512(const uint32_t* x, int64_t x_stride, int bits,
-                                                            int plane_count, uint8_t* planes, size_t plane_stride,
-                                                            int64_t row_stride) {
-  const __m512i mask = _mm512_set1_epi32(static_cast<int>((1u << bits) - 1));
-  __m512i rows[16];
-  for (int c = 0; c < 16; ++c) rows[c] = _mm512_loadu_si512(x + c * x_stride);
-  transpose_16x16(rows);
-  for (int p = 0; p < plane_count; ++p) {
-    uint8_t* dst = planes + static_cast<size_t>(p) * plane_stride;
-    const __m128i shift = _mm_cvtsi32_si128(bits * p);
-    for (int k = 0; k < 16; ++k) {
-      const __m512i v = _mm512_and_si512(_mm512_srl_epi32(rows[k], shift), mask);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + k * row_stride), _mm512_cvtepi32_epi8(v));
-    }
-  }
-}
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
 
 // A registered layer. `direct_impl` is the oneDNN implementation that passed the self-test
 // (empty: GEMM only); `cache` holds one primitive per work-item shape (null: that shape gets
@@ -448,7 +347,8 @@ bool shape_check_passes(const dnnl::engine& engine, const LinearSpec& spec, cons
 struct Layer {
   explicit Layer(const LinearSpec& s) : spec(s) {}
   LinearSpec spec;
-  std::string direct_impl;
+  std::unique_ptr<const AmxPlaneConv> amx;  // tenet's AMX kernel where it applies (amx_conv.h)
+  std::string direct_impl;                  // else oneDNN's direct convolution, where exact
   mutable ConvCache cache;
   // A convolution's runs on inputs whose size leaves some kernel taps in padding only go to the
   // layer without them (crop_dead_taps), built on first use: per input height and width, that
@@ -520,7 +420,10 @@ class CpuAccelerator final : public Accelerator {
       s = run_matmul(spec, input_shape, x, y, *ws);
     } else {
       bool done = false;
-      if (!l->direct_impl.empty()) {
+      if (l->amx) {
+        s = l->amx->run(input_shape, x.data(), y.data(), omp_get_max_threads());
+        done = true;
+      } else if (!l->direct_impl.empty()) {
         const Shape out = output_shape(spec, input_shape).value();  // checked by check_run_arguments
         const ItemPlan plan = plan_items(spec, input_shape, out, planes_.count, omp_get_max_threads());
         Result<bool> direct = run_direct_conv(spec, l->direct_impl, l->cache, plan, input_shape, x, y, *ws,
@@ -539,13 +442,15 @@ class CpuAccelerator final : public Accelerator {
 
   Result<std::string> layer_path(int32_t layer) const {
     TENET_ASSIGN_OR_RETURN(std::shared_ptr<const Layer> l, find_layer(layer));
+    if (l->amx) return std::string("amx");
     return l->direct_impl.empty() ? std::string("gemm") : "direct(" + l->direct_impl + ")";
   }
 
  private:
   std::shared_ptr<Layer> make_layer(const LinearSpec& spec) const {
     auto layer = std::make_shared<Layer>(spec);
-    if (spec.kind == LinearSpec::Kind::kConv2d && options_.direct_conv) layer->direct_impl = self_test(spec);
+    if (spec.kind == LinearSpec::Kind::kConv2d) layer->amx = amx_self_test(spec);
+    if (spec.kind == LinearSpec::Kind::kConv2d && !layer->amx && options_.direct_conv) layer->direct_impl = self_test(spec);
     if (!layer->direct_impl.empty()) layer->cache.prepare_checks(spec);
     return layer;
   }
@@ -578,12 +483,6 @@ class CpuAccelerator final : public Accelerator {
   // runs the direct path twice: whole images with oneDNN's own threading, and one-row strips
   // (every top/middle/bottom padding case) in parallel, oneDNN single-threaded in each.
   std::string self_test(const LinearSpec& spec) const {
-    const int64_t cout = spec.weight_shape[0], cin = spec.weight_shape[1] * spec.group;
-    // A small input with at least 3x3 outputs (borders and interior where the layer pads).
-    const auto extent = [&](int d) {
-      return (spec.weight_shape[2 + d] - 1) * spec.dilations[static_cast<size_t>(d)] + 1 +
-             2 * spec.strides[static_cast<size_t>(d)];
-    };
     // Found by fuzzing oneDNN 2.6 (AMX): padding as wide as the kernel (output rows of padding
     // only) crashes it, and a 1x4 kernel with strides 3x2 gives wrong sums at some heights and
     // corrupts memory. Square kernels, strides and dilations (every CNN we serve) fuzz clean;
@@ -595,9 +494,49 @@ class CpuAccelerator final : public Accelerator {
         spec.dilations[0] != spec.dilations[1]) {
       return "";
     }
+    std::optional<MaximalCase> c = maximal_case(spec);
+    if (!c) return "";
+    const LinearSpec& test = c->spec;
+    const Shape& in = c->in;
+    const std::vector<uint32_t>& x = c->x;
+    const std::vector<uint32_t>& want = c->want;
+    std::vector<uint32_t> got(want.size());
+    auto whole = make_direct_conv(engine_, test, {planes_.count * in[0], in[2], in[3], spec.pads[0], spec.pads[2]});
+    if (!whole.ok() || !exact_kernel_name((*whole)->impl)) return "";
+    const std::string impl = (*whole)->impl;
+    Workspace ws;
+    ConvCache cache;
+    cache.prepare_checks(test);
+    ItemPlan plans[2];
+    plans[0].strip_rows = c->out[2];
+    plans[1].nested = true;
+    for (const ItemPlan& plan : plans) {
+      std::fill(got.begin(), got.end(), 0xDEADBEEFu);
+      Result<bool> done = run_direct_conv(test, impl, cache, plan, in, x, got, ws);
+      if (!done.ok() || !*done || got != want || options_.fail_self_test_for_testing) return "";
+    }
+    return impl;
+  }
+
+  // The self-tests' case for a conv layer: the same kernel configuration (channels, kernel,
+  // strides, dilations, pads, groups) on a small input with at least 3x3 outputs (borders and
+  // interior where the layer pads), weights ±127 or ±126 and every plane of every input at the
+  // plane maximum or one less, so that every sum is as large as the layer's can be; `want` from
+  // reference_linear. nullopt if the layer has no such case.
+  struct MaximalCase {
+    LinearSpec spec;
+    Shape in, out;
+    std::vector<uint32_t> x, want;
+  };
+  std::optional<MaximalCase> maximal_case(const LinearSpec& spec) const {
+    const int64_t cout = spec.weight_shape[0], cin = spec.weight_shape[1] * spec.group;
+    const auto extent = [&](int d) {
+      return (spec.weight_shape[2 + d] - 1) * spec.dilations[static_cast<size_t>(d)] + 1 +
+             2 * spec.strides[static_cast<size_t>(d)];
+    };
     const Shape in = {1, cin, extent(0), extent(1)};
     auto out = output_shape(spec, in);
-    if (!out.ok()) return "";
+    if (!out.ok()) return std::nullopt;
     LinearSpec test = spec;
     const int64_t per_out = numel(spec.weight_shape) / cout;
     for (int64_t o = 0; o < cout; ++o) {
@@ -619,23 +558,32 @@ class CpuAccelerator final : public Accelerator {
       }
       x[i] = std::min(v, kFieldPrime - 1);
     }
-    std::vector<uint32_t> want(static_cast<size_t>(numel(*out))), got(want.size());
-    if (!reference_linear(test, in, x, want).ok()) return "";
-    auto whole = make_direct_conv(engine_, test, {planes_.count * in[0], in[2], in[3], spec.pads[0], spec.pads[2]});
-    if (!whole.ok() || !exact_kernel_name((*whole)->impl)) return "";
-    const std::string impl = (*whole)->impl;
-    Workspace ws;
-    ConvCache cache;
-    cache.prepare_checks(test);
-    ItemPlan plans[2];
-    plans[0].strip_rows = (*out)[2];
-    plans[1].nested = true;
-    for (const ItemPlan& plan : plans) {
-      std::fill(got.begin(), got.end(), 0xDEADBEEFu);
-      Result<bool> done = run_direct_conv(test, impl, cache, plan, in, x, got, ws);
-      if (!done.ok() || !*done || got != want || options_.fail_self_test_for_testing) return "";
+    std::vector<uint32_t> want(static_cast<size_t>(numel(*out)));
+    if (!reference_linear(test, in, x, want).ok()) return std::nullopt;
+    return MaximalCase{std::move(test), in, *out, std::move(x), std::move(want)};
+  }
+
+  // The AMX kernel for a conv layer (amx_conv.h), or null where it does not apply or its
+  // self-test on the layer's maximal case (maximal_case) differs from the reference, on one
+  // thread (whole images) and on two (strips of output rows).
+  std::unique_ptr<const AmxPlaneConv> amx_self_test(const LinearSpec& spec) const {
+    if (!options_.amx_conv || planes_.bits != 8 || !AmxPlaneConv::unsupported(spec).empty() || !AmxPlaneConv::available()) {
+      return nullptr;
     }
-    return impl;
+    std::optional<MaximalCase> c = maximal_case(spec);
+    if (!c) return nullptr;
+    auto test = AmxPlaneConv::create(c->spec);
+    if (!test.ok()) return nullptr;
+    std::vector<uint32_t> got(c->want.size());
+    for (int threads : {1, 2}) {
+      std::fill(got.begin(), got.end(), 0xDEADBEEFu);
+      if (!(*test)->run(c->in, c->x.data(), got.data(), threads).ok() || got != c->want ||
+          options_.fail_self_test_for_testing) {
+        return nullptr;
+      }
+    }
+    auto made = AmxPlaneConv::create(spec);
+    return made.ok() ? std::move(*made) : nullptr;
   }
 
   // The primitive for one work-item shape, from the cache; null when oneDNN picks another

@@ -16,6 +16,9 @@ struct CpuAcceleratorOptions {
   // Convolutions on oneDNN's int8 convolution primitive where its kernel is VNNI/AMX and passes
   // the layer's self-test (cpu_accelerator.cc); false: always im2col + GEMM.
   bool direct_conv = true;
+  // Convolutions on tenet's AMX kernel (amx_conv.h) where it applies (stride 1, one group, Cin a
+  // multiple of 64, Cout of 32, 8-bit planes) and its self-test passes; before oneDNN's.
+  bool amx_conv = true;
   // Tests only: every direct-convolution self-test reports a mismatch, so every layer must fall
   // back to im2col + GEMM.
   bool fail_self_test_for_testing = false;

@@ -148,7 +148,8 @@ INSTANTIATE_TEST_SUITE_P(PlaneBits, CpuAcceleratorTest, ::testing::Values(0, 7, 
                            return info.param == 0 ? std::string("auto") : std::to_string(info.param) + "bit";
                          });
 
-// The direct path and the GEMM path on the same layers: every ResNet-like case, with inputs whose
+// The direct paths (tenet's AMX kernel or oneDNN's convolution) and the GEMM path on the same
+// layers: every ResNet-like case, with inputs whose
 // work items are whole images and strips of rows (a large spatial size, asymmetric pads), at each
 // plane width; both equal the reference.
 TEST_P(CpuAcceleratorTest, DirectAndGemmPathsAgree) {
@@ -157,6 +158,7 @@ TEST_P(CpuAcceleratorTest, DirectAndGemmPathsAgree) {
   CpuAcceleratorOptions options;
   options.plane_bits = GetParam();
   options.direct_conv = false;
+  options.amx_conv = false;
   auto gemm = make_cpu_accelerator(options);
   ASSERT_TRUE(gemm.ok()) << gemm.status().to_string();
   std::mt19937_64 rng(11);
