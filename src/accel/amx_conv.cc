@@ -80,7 +80,7 @@ inline void memory_barrier() { asm volatile("" ::: "memory"); }
 struct AmxPlaneConv::Item {
   int64_t n = 0, oy0 = 0, oy1 = 0;
   // Geometry of the run (the same for every item of it).
-  int64_t h = 0, w = 0, ho = 0, wo = 0, wp = 0, pad_top = 0, pad_left = 0, dil = 1;
+  int64_t h = 0, w = 0, ho = 0, wo = 0, wp = 0, pad_top = 0, pad_left = 0, dil = 1, stride = 1;
 };
 
 bool AmxPlaneConv::available() {
@@ -92,7 +92,7 @@ std::string AmxPlaneConv::unsupported(const LinearSpec& spec) {
   if (spec.kind != LinearSpec::Kind::kConv2d) return "not a convolution";
   if (spec.weight_shape.size() != 4) return "weights are not 4-d";
   if (spec.group != 1) return "grouped";
-  if (spec.strides[0] != 1 || spec.strides[1] != 1) return "strided";
+  if (spec.strides[0] != spec.strides[1]) return "unequal strides";
   if (spec.dilations[0] != spec.dilations[1]) return "unequal dilations";
   if (spec.weight_shape[1] % kChunk != 0) return "input channels not a multiple of 64";
   if (spec.weight_shape[0] % kChannelPair != 0) return "output channels not a multiple of 32";
@@ -142,11 +142,12 @@ Status AmxPlaneConv::run(const Shape& input_shape, const uint32_t* x, uint32_t* 
   geometry.pad_left = spec_.pads[1];
   geometry.wp = spec_.pads[1] + geometry.w + spec_.pads[3];
   geometry.dil = spec_.dilations[0];
+  geometry.stride = spec_.strides[0];
   const int64_t batch = input_shape[0], halo = (kh_ - 1) * geometry.dil;
   // Output rows per item: the strip's planes within kStripTargetBytes, and at least `threads`
   // items where the batch alone gives fewer.
   const int64_t row_bytes = kPlanes * geometry.wp * cin_;
-  int64_t rows = std::clamp<int64_t>(kStripTargetBytes / row_bytes - halo, 1, geometry.ho);
+  int64_t rows = std::clamp<int64_t>((kStripTargetBytes / row_bytes - halo) / geometry.stride, 1, geometry.ho);
   threads = std::max(1, threads);
   if (batch < threads) {
     const int64_t per_image = (threads + batch - 1) / batch;
@@ -174,11 +175,44 @@ Status AmxPlaneConv::run(const Shape& input_shape, const uint32_t* x, uint32_t* 
 __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl"))) void AmxPlaneConv::run_item(const Item& item,
                                                                                                   const uint32_t* x,
                                                                                                   uint32_t* y) const {
-  const int64_t rows_out = item.oy1 - item.oy0, halo = (kh_ - 1) * item.dil, rows_in = rows_out + halo;
+  const int64_t rows_out = item.oy1 - item.oy0, halo = (kh_ - 1) * item.dil, stride = item.stride;
+  const int64_t rows_in = (rows_out - 1) * stride + halo + 1;
   const int64_t wp = item.wp, taps = kh_ * kw_;
-  const int64_t tiles = (rows_out * wp + kPixels - 1) / kPixels;
-  // The last tile's last pixel reads up to this padded pixel (exclusive) at its farthest tap.
-  const int64_t pixels = std::max(rows_in * wp, tiles * kPixels + halo * wp + (kw_ - 1) * item.dil);
+  // The tiles: lane 0's padded input pixel (at tap (0, 0)), the valid lanes and the output offset
+  // (within a channel's plane) of the first; valid lanes are consecutive in the output. Stride 1:
+  // tile t is virtual pixels 16t.. (rows of wp, the last wp - wo of each dropped). Larger strides:
+  // tiles within one output row (lanes past wo dropped), lane m at input column s·(ox0 + m).
+  std::vector<int64_t> bases;
+  std::vector<uint16_t> masks;
+  std::vector<int64_t> firsts;
+  const auto add_tile = [&](int64_t base, uint16_t mask, int64_t first) {
+    bases.push_back(base);
+    masks.push_back(mask);
+    firsts.push_back(first);
+  };
+  if (stride == 1) {
+    for (int64_t v0 = 0; v0 < rows_out * wp; v0 += kPixels) {
+      uint16_t mask = 0;
+      int64_t first = -1;
+      for (int64_t m = 0; m < kPixels; ++m) {
+        const int64_t v = v0 + m, r = v / wp, ox = v % wp;
+        if (r >= rows_out || ox >= item.wo) continue;
+        mask = static_cast<uint16_t>(mask | (1u << m));
+        if (first < 0) first = (item.oy0 + r) * item.wo + ox;
+      }
+      add_tile(v0, mask, first);
+    }
+  } else {
+    for (int64_t r = 0; r < rows_out; ++r) {
+      for (int64_t ox0 = 0; ox0 < item.wo; ox0 += kPixels) {
+        const int64_t lanes = std::min(kPixels, item.wo - ox0);
+        add_tile(r * stride * wp + ox0 * stride, static_cast<uint16_t>((1u << lanes) - 1), (item.oy0 + r) * item.wo + ox0);
+      }
+    }
+  }
+  const int64_t tiles = static_cast<int64_t>(bases.size());
+  // The farthest padded pixel any lane reads (exclusive), at its last tap.
+  const int64_t pixels = std::max(rows_in * wp, bases.back() + (kPixels - 1) * stride + halo * wp + (kw_ - 1) * item.dil + 1);
   const size_t plane_stride = static_cast<size_t>((pixels * cin_ + 63) / 64 * 64);
   thread_local ThreadBuffer buffer;
   uint8_t* planes = buffer.get(plane_stride * kPlanes);
@@ -189,7 +223,7 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl"))) void AmxP
   const int64_t hw = item.h * item.w, row_len = wp * cin_;
   const uint32_t* x_image = x + item.n * cin_ * hw;
   for (int64_t r = 0; r < rows_in; ++r) {
-    const int64_t iy = item.oy0 - item.pad_top + r;
+    const int64_t iy = item.oy0 * stride - item.pad_top + r;
     uint8_t* row = planes + r * row_len;
     if (iy < 0 || iy >= item.h) {
       for (int p = 0; p < kPlanes; ++p) std::memset(row + p * plane_stride, 0, static_cast<size_t>(row_len));
@@ -213,22 +247,6 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl"))) void AmxP
     std::memset(planes + p * plane_stride + rows_in * row_len, 0, static_cast<size_t>((pixels - rows_in * wp) * cin_));
   }
 
-  // Where each tile's valid virtual pixels go: a lane mask, and the output offset (within a
-  // channel's plane) of the first valid lane; valid lanes are consecutive in the output.
-  std::vector<uint16_t> masks(static_cast<size_t>(tiles));
-  std::vector<int64_t> firsts(static_cast<size_t>(tiles));
-  for (int64_t t = 0; t < tiles; ++t) {
-    uint16_t mask = 0;
-    int64_t first = -1;
-    for (int64_t m = 0; m < kPixels; ++m) {
-      const int64_t v = t * kPixels + m, r = v / wp, ox = v % wp;
-      if (r >= rows_out || ox >= item.wo) continue;
-      mask = static_cast<uint16_t>(mask | (1u << m));
-      if (first < 0) first = (item.oy0 + r) * item.wo + ox;
-    }
-    masks[static_cast<size_t>(t)] = mask;
-    firsts[static_cast<size_t>(t)] = first;
-  }
   std::vector<int64_t> tap_offset(static_cast<size_t>(taps));
   for (int64_t ky = 0; ky < kh_; ++ky) {
     for (int64_t kx = 0; kx < kw_; ++kx) tap_offset[static_cast<size_t>(ky * kw_ + kx)] = (ky * wp + kx) * item.dil * cin_;
@@ -247,7 +265,7 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl"))) void AmxP
   const int64_t b_block = taps * chunks_ * kTileBytes;  // bytes of one 16-channel block
   const int64_t plane_elems = item.ho * item.wo;
   uint32_t* y_image = y + item.n * cout_ * plane_elems;
-  const size_t stride_a = static_cast<size_t>(cin_);
+  const size_t stride_a = static_cast<size_t>(stride * cin_);
   for (int64_t cp = 0; cp < cout_ / kChannelPair; ++cp) {
     const int8_t* b0 = packed + 2 * cp * b_block;
     const int8_t* b1 = b0 + b_block;
@@ -258,7 +276,7 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl"))) void AmxP
         _tile_zero(1);
         _tile_zero(2);
         _tile_zero(3);
-        const uint8_t* a0 = planes + static_cast<size_t>(2 * pair) * plane_stride + t * kPixels * cin_;
+        const uint8_t* a0 = planes + static_cast<size_t>(2 * pair) * plane_stride + bases[static_cast<size_t>(t)] * cin_;
         const uint8_t* a1 = a0 + plane_stride;
         for (int64_t tap = 0; tap < taps; ++tap) {
           const int64_t off = tap_offset[static_cast<size_t>(tap)];

@@ -14,8 +14,10 @@
 // pixel (oy, ox) is a "virtual" pixel v = oy·Wp + ox, and the input of kernel tap (ky, kx) for it
 // is padded pixel v + ky·d·Wp + kx·d: 16 consecutive virtual pixels read 16 pixels at a constant
 // stride (Cin bytes) for every tap, which is what a tile load wants. Virtual pixels with ox >= Wo
-// (the Wp - Wo right-hand columns) are computed and dropped; stride 1 only, where that waste is
-// (kw - 1)·d columns per row.
+// (the Wp - Wo right-hand columns) are computed and dropped, a waste of (kw - 1)·d columns per
+// row. With stride s > 1 virtual rows would waste half or more, so tiles stay within an output
+// row instead: 16 output pixels of one row (lanes past Wo dropped) read pixels s apart, a tile
+// load stride of s·Cin bytes.
 //
 // Tiles (8 of 16 rows x 64 bytes): C[plane pair][2 x 16 channels] in tmm0-3, A for two planes in
 // tmm4-5 (16 virtual pixels x 64 input channels of one tap), B for two 16-channel blocks in
@@ -41,8 +43,8 @@ class AmxPlaneConv {
   // True when the CPU has AMX-TILE, AMX-INT8 and AVX-512 (F, BW) and the kernel lets this process
   // use the tile registers (Linux: arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA).
   static bool available();
-  // Why this kernel cannot run `spec` ("" when it can): a convolution with stride 1, one group,
-  // Cin a multiple of 64 and Cout a multiple of 32.
+  // Why this kernel cannot run `spec` ("" when it can): a convolution with equal strides and
+  // equal dilations, one group, Cin a multiple of 64 and Cout a multiple of 32.
   static std::string unsupported(const LinearSpec& spec);
   // The layer with its weights packed into tiles. kFailedPrecondition when !available(),
   // kInvalidArgument when unsupported() or validate() says no.

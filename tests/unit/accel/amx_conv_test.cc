@@ -1,5 +1,5 @@
-// tenet's AMX convolution (accel/amx_conv.h) equals the reference bit for bit: random stride-1
-// layers (kernels up to 5x5, dilations, asymmetric pads as wide as the kernel, widths below,
+// tenet's AMX convolution (accel/amx_conv.h) equals the reference bit for bit: random layers
+// (strides 1 to 3, kernels up to 5x5, dilations, asymmetric pads as wide as the kernel, widths below,
 // at and above a tile's 16 pixels, one to three images, one to three threads), maximal operands
 // at the largest reduction the accelerator accepts, and nothing written outside the output. The
 // CPU accelerator takes it for the layers it applies to, and not when switched off.
@@ -42,29 +42,30 @@ void expect_amx_matches_reference(const LinearSpec& spec, const Shape& in, const
 TEST(AmxConv, SaysWhatItCannotRun) {
   EXPECT_EQ(AmxPlaneConv::unsupported(conv({64, 64, 3, 3}, {1, 1}, {1, 1, 1, 1})), "");
   EXPECT_EQ(AmxPlaneConv::unsupported(conv({32, 128, 1, 5}, {1, 1}, {0, 2, 0, 1}, 1, {2, 2})), "");
-  EXPECT_NE(AmxPlaneConv::unsupported(conv({64, 64, 3, 3}, {2, 2})), "");
+  EXPECT_EQ(AmxPlaneConv::unsupported(conv({64, 64, 3, 3}, {2, 2}, {1, 1, 1, 1})), "");
+  EXPECT_NE(AmxPlaneConv::unsupported(conv({64, 64, 3, 3}, {2, 1})), "");
   EXPECT_NE(AmxPlaneConv::unsupported(conv({64, 32, 3, 3}, {1, 1}, {0, 0, 0, 0}, 2)), "");
   EXPECT_NE(AmxPlaneConv::unsupported(conv({64, 3, 7, 7})), "");
   EXPECT_NE(AmxPlaneConv::unsupported(conv({48, 64, 1, 1})), "");
   EXPECT_NE(AmxPlaneConv::unsupported(conv({64, 64, 3, 3}, {1, 1}, {1, 1, 1, 1}, 1, {1, 2})), "");
   EXPECT_NE(AmxPlaneConv::unsupported(testing::matmul(64, 64)), "");
-  LinearSpec strided = conv({64, 64, 3, 3}, {2, 2});
-  strided.weights.assign(static_cast<size_t>(numel(strided.weight_shape)), 1);
-  EXPECT_EQ(AmxPlaneConv::create(strided).status().code(), StatusCode::kInvalidArgument);
+  LinearSpec grouped = conv({64, 32, 3, 3}, {1, 1}, {0, 0, 0, 0}, 2);
+  grouped.weights.assign(static_cast<size_t>(numel(grouped.weight_shape)), 1);
+  EXPECT_EQ(AmxPlaneConv::create(grouped).status().code(), StatusCode::kInvalidArgument);
   LinearSpec bad = conv({64, 64, 3, 3});
   bad.weights.assign(5, 1);  // wrong count
   EXPECT_FALSE(AmxPlaneConv::create(bad).ok());
 }
 
-TEST(AmxConv, RandomStrideOneLayers) {
+TEST(AmxConv, RandomLayers) {
   if (!AmxPlaneConv::available()) GTEST_SKIP() << "no AMX-INT8 on this CPU or OS";
   std::mt19937_64 rng(42);
   auto r = [&rng](int64_t lo, int64_t hi) { return std::uniform_int_distribution<int64_t>(lo, hi)(rng); };
-  for (int i = 0; i < 60; ++i) {
-    const int64_t kh = r(1, 5), kw = r(1, 5), dil = r(1, 2);
+  for (int i = 0; i < 80; ++i) {
+    const int64_t kh = r(1, 5), kw = r(1, 5), dil = r(1, 2), stride = i % 2 == 0 ? 1 : r(2, 3);
     const int64_t ext_h = (kh - 1) * dil + 1, ext_w = (kw - 1) * dil + 1;
-    LinearSpec spec = conv({32 * r(1, 3), 64 * r(1, 3), kh, kw}, {1, 1}, {r(0, ext_h), r(0, ext_w), r(0, ext_h), r(0, ext_w)},
-                           1, {dil, dil});
+    LinearSpec spec = conv({32 * r(1, 3), 64 * r(1, 3), kh, kw}, {stride, stride},
+                           {r(0, ext_h), r(0, ext_w), r(0, ext_h), r(0, ext_w)}, 1, {dil, dil});
     testing::fill_weights(spec, rng);
     // Heights and widths from 1 to 40 that leave at least one output.
     const int64_t h = std::max<int64_t>(r(1, 40), ext_h - spec.pads[0] - spec.pads[2]);
@@ -79,11 +80,13 @@ TEST(AmxConv, RandomStrideOneLayers) {
 TEST(AmxConv, StripsOfLargeImages) {
   if (!AmxPlaneConv::available()) GTEST_SKIP() << "no AMX-INT8 on this CPU or OS";
   std::mt19937_64 rng(3);
-  LinearSpec spec = conv({64, 256, 3, 3}, {1, 1}, {1, 1, 1, 1});
-  testing::fill_weights(spec, rng);
-  const Shape in = {1, 256, 60, 58};
-  const std::vector<uint32_t> x = testing::random_field(numel(in), rng);
-  for (int threads : {1, 2, 5}) expect_amx_matches_reference(spec, in, x, threads);
+  for (int64_t stride : {1, 2}) {
+    LinearSpec spec = conv({64, 256, 3, 3}, {stride, stride}, {1, 1, 1, 1});
+    testing::fill_weights(spec, rng);
+    const Shape in = {1, 256, 60, 58};
+    const std::vector<uint32_t> x = testing::random_field(numel(in), rng);
+    for (int threads : {1, 2, 5}) expect_amx_matches_reference(spec, in, x, threads);
+  }
 }
 
 TEST(AmxConv, MaximalOperands) {
@@ -109,12 +112,12 @@ TEST(AmxConv, CpuAcceleratorTakesItWhereItApplies) {
   std::mt19937_64 rng(8);
   LinearSpec spec = conv({64, 64, 3, 3}, {1, 1}, {1, 1, 1, 1});
   testing::fill_weights(spec, rng);
-  LinearSpec strided = conv({64, 64, 3, 3}, {2, 2}, {1, 1, 1, 1});
-  testing::fill_weights(strided, rng);
-  const int32_t id = (*acc)->add_layer(spec).value(), strided_id = (*acc)->add_layer(strided).value();
+  LinearSpec grouped = conv({64, 32, 3, 3}, {1, 1}, {1, 1, 1, 1}, 2);
+  testing::fill_weights(grouped, rng);
+  const int32_t id = (*acc)->add_layer(spec).value(), grouped_id = (*acc)->add_layer(grouped).value();
   const int32_t off_id = (*off)->add_layer(spec).value();
   EXPECT_EQ(cpu_layer_path(**acc, id).value() == "amx", AmxPlaneConv::available());
-  EXPECT_NE(cpu_layer_path(**acc, strided_id).value(), "amx");
+  EXPECT_NE(cpu_layer_path(**acc, grouped_id).value(), "amx");
   EXPECT_NE(cpu_layer_path(**off, off_id).value(), "amx");
   const Shape in = {2, 64, 19, 23};
   const std::vector<uint32_t> x = testing::random_field(numel(in), rng);
