@@ -60,12 +60,60 @@ __attribute__((target("avx512f"))) void dot_mod_many_avx512(std::span<const uint
   }
 }
 
+// The same with AVX-512 IFMA, eight elements (zero-extended to 64-bit lanes) per step and two
+// steps per iteration: vpmadd52luq adds the low 52 bits of each 62-bit product to one
+// accumulator and vpmadd52huq its bits 52..61 to another, two instructions per eight products
+// instead of two multiplies and six folding operations per sixteen. 2^52 ≡ 2^21 (mod p). A low
+// accumulator gains < 2^52 per step, so it is folded into the running sum every kFoldSteps
+// steps (< 2^64); a high one < 2^10.
+template <size_t R>
+__attribute__((target("avx512f,avx512ifma"))) void dot_mod_many_ifma(std::span<const uint32_t* const> a, const uint32_t* b,
+                                                                     size_t n, uint32_t* out) {
+  constexpr size_t kFoldSteps = 2048;  // per accumulator: 2048 · 2^52 = 2^63
+  uint64_t sum[R] = {};
+  const auto fold = [&sum](const __m512i* lo, const __m512i* hi) __attribute__((target("avx512f"))) {
+    for (size_t r = 0; r < R; ++r) {
+      alignas(64) uint64_t l[8], h[8];
+      _mm512_store_si512(l, lo[r]);
+      _mm512_store_si512(h, hi[r]);
+      for (int k = 0; k < 8; ++k) sum[r] += reduce64(l[k]) + reduce64(h[k] << 21);  // h < 2^21: h·2^21 < 2^42
+    }
+  };
+  size_t i = 0;
+  while (i + 16 <= n) {
+    __m512i lo0[R], hi0[R], lo1[R], hi1[R];
+    for (size_t r = 0; r < R; ++r) lo0[r] = hi0[r] = lo1[r] = hi1[r] = _mm512_setzero_si512();
+    const size_t end = i + std::min((n - i) / 16, kFoldSteps) * 16;
+    for (; i < end; i += 16) {
+      const __m512i b0 = _mm512_cvtepu32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + i)));
+      const __m512i b1 = _mm512_cvtepu32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + i + 8)));
+      for (size_t r = 0; r < R; ++r) {
+        const __m512i a0 = _mm512_cvtepu32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r] + i)));
+        const __m512i a1 = _mm512_cvtepu32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[r] + i + 8)));
+        lo0[r] = _mm512_madd52lo_epu64(lo0[r], a0, b0);
+        hi0[r] = _mm512_madd52hi_epu64(hi0[r], a0, b0);
+        lo1[r] = _mm512_madd52lo_epu64(lo1[r], a1, b1);
+        hi1[r] = _mm512_madd52hi_epu64(hi1[r], a1, b1);
+      }
+    }
+    fold(lo0, hi0);
+    fold(lo1, hi1);
+  }
+  for (size_t r = 0; r < R; ++r) {
+    for (size_t t = i; t < n; ++t) {
+      const uint64_t p = uint64_t{a[r][t]} * b[t];
+      sum[r] += (p & kP) + (p >> 31);
+    }
+    out[r] = reduce64(sum[r]);
+  }
+}
+
 using DotManyFn = void (*)(std::span<const uint32_t* const>, const uint32_t*, size_t, uint32_t*);
 
 template <size_t... R>
-DotManyFn pick_avx512(size_t count, std::index_sequence<R...>) {
+DotManyFn pick_avx512(size_t count, bool ifma, std::index_sequence<R...>) {
   DotManyFn f = nullptr;
-  ((f = (count == R + 1 ? &dot_mod_many_avx512<R + 1> : f)), ...);
+  ((f = (count == R + 1 ? (ifma ? &dot_mod_many_ifma<R + 1> : &dot_mod_many_avx512<R + 1>) : f)), ...);
   return f;
 }
 
@@ -76,8 +124,9 @@ void dot_mod_many(std::span<const uint32_t* const> a, const uint32_t* b, size_t 
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") != 0;
   }();
+  static const bool ifma = avx512 && __builtin_cpu_supports("avx512ifma") != 0;
   if (a.empty()) return;
-  if (avx512 && a.size() <= kMaxDots) return pick_avx512(a.size(), std::make_index_sequence<kMaxDots>())(a, b, n, out);
+  if (avx512 && a.size() <= kMaxDots) return pick_avx512(a.size(), ifma, std::make_index_sequence<kMaxDots>())(a, b, n, out);
   for (size_t first = 0; first < a.size(); first += kMaxDots) {
     const size_t count = std::min(kMaxDots, a.size() - first);
     dot_mod_many_portable(a.subspan(first, count), b, n, out + first);

@@ -59,7 +59,9 @@ TEST(HybridField, DotAndCentredLift) {
 // (p - 1) operands.
 TEST(HybridField, DotManyMatchesExactSums) {
   std::mt19937_64 rng(9);
-  for (size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{1000}, size_t{4099}}) {
+  // 32,768 and beyond: the IFMA path folds its accumulators every 2,048 steps of 16.
+  for (size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{17}, size_t{1000}, size_t{4099}, size_t{32768},
+                   size_t{70001}}) {
     for (size_t rows = 1; rows <= kMaxDots + 1; ++rows) {
       for (bool maximal : {false, true}) {
         std::vector<std::vector<uint32_t>> a(rows, std::vector<uint32_t>(n));
