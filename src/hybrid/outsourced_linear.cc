@@ -2,6 +2,7 @@
 #include "hybrid/outsourced_linear.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cfloat>
 #include <cmath>
@@ -21,6 +22,8 @@ using Clock = std::chrono::steady_clock;
 using KernelPtr = std::unique_ptr<cpu::Kernel>;
 // Element-wise loops over more elements than this use the enclave's OpenMP threads.
 constexpr int64_t kParallelCount = int64_t{1} << 15;
+// Pad words made at a time on the request path: 16 KiB, in L1 while they blind the input.
+constexpr int64_t kPadStep = 4096;
 
 int64_t ns_since(Clock::time_point t0) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - t0).count();
@@ -177,21 +180,54 @@ class OutsourcedKernel final : public cpu::Kernel {
       counter = vault.new_counter(L.index);
       inline_mask = true;
     }
-    // The whole pad, whose W·r term was computed over all images (the PRG's words depend on the
-    // pad's length); a partial batch uses its first images' part, the rest is never sent.
-    Status ps = blind ? prg_.generate(L.index, *counter, pad_) : ok_status();
-    if (!ps.ok()) {
-      (void)vault.retire(L.index, *counter);
-      return fail_layer(ps);
-    }
     const float* x_scales = x_scales_.data();
-    const uint32_t* pad = pad_.data();
     uint32_t* blinded = blinded_.data();
+    // The pad is the whole pad's words, whose W·r term was computed over all images; a partial
+    // batch uses its first images' part, the rest is never sent. Where only the blinding needs it
+    // (a precomputed W·r), each task makes its words kPadStep at a time in an L1 buffer and blinds
+    // with them there (PadPrg::generate_range). In the rare case (2^-31 per word) that a word is
+    // p, which the pad replaces by a later word, and where the pad itself is needed (an inline
+    // W·r; no blinding), the whole pad is made first, as generate() makes it for W·r.
+    bool whole_pad = !blind || inline_mask;
+    if (!whole_pad) {
+      std::atomic<bool> rejected{false}, failed{false};
+      Status range_error;
 #pragma omp parallel for if (static_cast<int64_t>(src_active) > kParallelCount)
-    for (int64_t t = 0; t < tasks; ++t) {
-      const int64_t at = (t / cpi) * per_image + (t % cpi) * kParallelCount;
-      quantize_blind(src + at, std::min(kParallelCount, per_image - (t % cpi) * kParallelCount), 1.f / x_scales[t / cpi], pad + at,
-                     blinded + at);
+      for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t at = (t / cpi) * per_image + (t % cpi) * kParallelCount;
+        const int64_t count = std::min(kParallelCount, per_image - (t % cpi) * kParallelCount);
+        alignas(64) uint32_t words[kPadStep];
+        for (int64_t done = 0; done < count && !failed; done += kPadStep) {
+          const auto n = static_cast<size_t>(std::min(kPadStep, count - done));
+          Result<bool> any_p = prg_.generate_range(L.index, *counter, static_cast<uint64_t>(at + done), std::span(words, n));
+          if (!any_p.ok()) {
+            if (!failed.exchange(true)) range_error = any_p.status();
+            break;
+          }
+          if (*any_p) rejected = true;
+          quantize_blind(src + at + done, static_cast<int64_t>(n), 1.f / x_scales[t / cpi], words, blinded + at + done);
+        }
+        crypto::secure_wipe(words, sizeof(words));
+      }
+      if (failed) {
+        (void)vault.retire(L.index, *counter);
+        return fail_layer(range_error);
+      }
+      whole_pad = rejected;
+    }
+    if (whole_pad) {
+      Status ps = blind ? prg_.generate(L.index, *counter, pad_) : ok_status();
+      if (!ps.ok()) {
+        (void)vault.retire(L.index, *counter);
+        return fail_layer(ps);
+      }
+      const uint32_t* pad = pad_.data();
+#pragma omp parallel for if (static_cast<int64_t>(src_active) > kParallelCount)
+      for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t at = (t / cpi) * per_image + (t % cpi) * kParallelCount;
+        quantize_blind(src + at, std::min(kParallelCount, per_image - (t % cpi) * kParallelCount), 1.f / x_scales[t / cpi],
+                       pad + at, blinded + at);
+      }
     }
     counters.quantize_blind_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
 

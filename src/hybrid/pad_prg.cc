@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 #include <functional>
 
@@ -26,6 +27,9 @@ PadPrg::~PadPrg() {
 
 namespace {
 
+std::atomic<bool> force_openssl{false};
+bool use_vaes() { return crypto::gcm_vaes::supported() && !force_openssl.load(std::memory_order_relaxed); }
+
 // Keeps the low 31 bits of each word (a uniform value in [0, p]); true when some word is p.
 __attribute__((target_clones("avx512f", "avx2", "default"))) bool mask_to_field(uint32_t* w, size_t n) {
   uint32_t any_p = 0;
@@ -38,19 +42,69 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) bool mask_to_field(
 
 }  // namespace
 
-Status PadPrg::generate(uint32_t layer, uint64_t counter, std::span<uint32_t> pad) {
-  // IV = layer (4 bytes) || counter (8 bytes) || block counter (4 bytes, from 0): distinct
-  // streams for distinct (layer, counter), each long enough for 2^36 bytes.
+void PadPrg::force_openssl_for_testing(bool on) { force_openssl = on; }
+
+// Distinct streams for distinct (layer, counter), each long enough for 2^36 bytes.
+std::array<uint8_t, 16> PadPrg::stream_iv(uint32_t layer, uint64_t counter) {
   std::array<uint8_t, 16> iv{};
   for (int i = 0; i < 4; ++i) iv[static_cast<size_t>(i)] = static_cast<uint8_t>(layer >> (24 - 8 * i));
   for (int i = 0; i < 8; ++i) iv[static_cast<size_t>(4 + i)] = static_cast<uint8_t>(counter >> (56 - 8 * i));
+  return iv;
+}
+
+Result<bool> PadPrg::generate_range(uint32_t layer, uint64_t counter, uint64_t first, std::span<uint32_t> out) const {
+  if (out.empty()) return false;
+  const uint64_t end_bytes = (first + out.size()) * sizeof(uint32_t);
+  if (end_bytes >= (uint64_t{1} << 36) - 4096) return invalid_argument("hybrid: a pad range ending at byte {} is beyond one AES-CTR stream", end_bytes);
+  std::array<uint8_t, 16> iv = stream_iv(layer, counter);
+  // Whole 16-byte blocks from the one holding word `first`; the words before it are dropped.
+  const uint64_t block = first / 4;
+  const size_t skip = static_cast<size_t>(first % 4);
+  auto* bytes = reinterpret_cast<uint8_t*>(out.data());
+  alignas(16) uint8_t head[16];
+  const size_t head_words = skip == 0 ? 0 : std::min(out.size(), 4 - skip);  // from the first, partly dropped block
+  if (use_vaes()) {
+    if (head_words > 0) {
+      crypto::gcm_vaes::ctr_keystream(key_.data(), iv.data(), block, head, sizeof(head));
+      std::memcpy(bytes, head + 4 * skip, 4 * head_words);
+      crypto::secure_wipe(head, sizeof(head));
+    }
+    const size_t rest = out.size() - head_words;
+    if (rest > 0) {
+      crypto::gcm_vaes::ctr_keystream(key_.data(), iv.data(), block + (head_words > 0 ? 1 : 0), bytes + 4 * head_words,
+                                      rest * sizeof(uint32_t));
+    }
+  } else {
+    // OpenSSL's AES-CTR from the block's counter (the IV's last four bytes, big-endian).
+    for (int i = 0; i < 4; ++i) iv[static_cast<size_t>(12 + i)] = static_cast<uint8_t>(block >> (24 - 8 * i));
+    EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+    if (ctx == nullptr) return resource_exhausted("hybrid: cannot allocate an AES context");
+    bool ok = EVP_EncryptInit_ex(ctx, EVP_aes_256_ctr(), nullptr, key_.data(), iv.data()) == 1;
+    static const std::array<unsigned char, 16> kZeros16{};
+    int len = 0;
+    if (ok && skip > 0) ok = EVP_EncryptUpdate(ctx, head, &len, kZeros16.data(), static_cast<int>(4 * skip)) == 1;
+    std::memset(bytes, 0, out.size() * sizeof(uint32_t));
+    for (size_t done = 0; ok && done < out.size() * sizeof(uint32_t);) {
+      const int chunk = static_cast<int>(std::min<size_t>(out.size() * sizeof(uint32_t) - done, size_t{1} << 20));
+      ok = EVP_EncryptUpdate(ctx, bytes + done, &len, bytes + done, chunk) == 1 && len == chunk;
+      done += static_cast<size_t>(chunk);
+    }
+    EVP_CIPHER_CTX_free(ctx);
+    crypto::secure_wipe(head, sizeof(head));
+    if (!ok) return internal_error("hybrid: AES-CTR failed: {}", crypto::openssl_errors());
+  }
+  return mask_to_field(out.data(), out.size());
+}
+
+Status PadPrg::generate(uint32_t layer, uint64_t counter, std::span<uint32_t> pad) {
+  const std::array<uint8_t, 16> iv = stream_iv(layer, counter);
   const size_t total = pad.size() * sizeof(uint32_t);
   if (total >= (uint64_t{1} << 36) - 4096) return invalid_argument("hybrid: a pad of {} bytes is beyond one AES-CTR stream", total);
   auto* bytes = reinterpret_cast<unsigned char*>(pad.data());
   bool any_p = false;
   // Word w of the stream beyond the pad (the replacements of rejected words).
   std::function<Result<uint32_t>(uint64_t)> stream_word;
-  if (crypto::gcm_vaes::supported()) {
+  if (use_vaes()) {
     // tenet's VAES AES-CTR (crypto/gcm_vaes.h; the same bytes as OpenSSL's), 16 KiB at a time,
     // each masked while it is in L1.
     constexpr size_t kStep = 16 * 1024;

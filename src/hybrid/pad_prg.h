@@ -30,8 +30,19 @@ class PadPrg {
   PadPrg& operator=(const PadPrg&) = delete;
   // Fills `pad` with the pad of (layer, counter). Not thread-safe: one PadPrg per thread.
   Status generate(uint32_t layer, uint64_t counter, std::span<uint32_t> pad);
+  // Words [first, first + out.size()) of that pad before rejection: each key-stream word masked to
+  // 31 bits. Returns true when some word is p, i.e. when the pad's words in this range are not
+  // all these (generate() replaces such words; the caller must then use it instead). Lets the
+  // request path make its pad a few KiB at a time, in L1, instead of writing and reading all of
+  // it. Thread-safe (no shared state), so ranges can be made in parallel.
+  Result<bool> generate_range(uint32_t layer, uint64_t counter, uint64_t first, std::span<uint32_t> out) const;
+
+  // Tests only: OpenSSL's AES-CTR even where tenet's VAES one runs (both give the same bytes).
+  static void force_openssl_for_testing(bool on);
 
  private:
+  // IV = layer (4 bytes) || counter (8 bytes) || block counter (4 bytes, from 0).
+  static std::array<uint8_t, 16> stream_iv(uint32_t layer, uint64_t counter);
   std::array<uint8_t, 32> key_;
   void* ctx_ = nullptr;  // EVP_CIPHER_CTX
 };

@@ -176,6 +176,31 @@ TEST(HybridPadPrg, IsTheAesCtrStreamMaskedTo31Bits) {
   }
 }
 
+// A range of the pad, from any word on, is the same words as the whole pad (where no word is p),
+// with tenet's VAES AES-CTR and with OpenSSL's; a range holding a word equal to p says so.
+TEST(HybridPadPrg, RangesAreSlicesOfThePad) {
+  std::array<uint8_t, 32> key{};
+  for (size_t i = 0; i < key.size(); ++i) key[i] = static_cast<uint8_t>(5 * i + 1);
+  PadPrg prg(key);
+  for (bool openssl : {false, true}) {
+    PadPrg::force_openssl_for_testing(openssl);
+    std::vector<uint32_t> pad(20000);
+    ASSERT_TRUE(prg.generate(9, 77, pad).ok());
+    for (size_t first : {size_t{0}, size_t{1}, size_t{2}, size_t{3}, size_t{4}, size_t{5}, size_t{4097}, size_t{19990}}) {
+      for (size_t n : {size_t{1}, size_t{2}, size_t{3}, size_t{4}, size_t{7}, size_t{4096 + 1}}) {
+        if (first + n > pad.size()) continue;
+        std::vector<uint32_t> range(n, 0xFFFFFFFFu);
+        auto any_p = prg.generate_range(9, 77, first, range);
+        ASSERT_TRUE(any_p.ok()) << any_p.status().to_string();
+        EXPECT_FALSE(*any_p);
+        EXPECT_TRUE(std::equal(range.begin(), range.end(), pad.begin() + static_cast<std::ptrdiff_t>(first)))
+            << (openssl ? "openssl" : "vaes") << " first " << first << " n " << n;
+      }
+    }
+  }
+  PadPrg::force_openssl_for_testing(false);
+}
+
 accel::LinearSpec random_conv(int64_t cout, int64_t cin, int64_t k, int64_t group, int64_t stride, int64_t pad, int64_t dil,
                               uint32_t seed) {
   accel::LinearSpec s;
