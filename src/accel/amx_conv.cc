@@ -2,6 +2,7 @@
 #include "accel/amx_conv.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -94,6 +95,12 @@ std::string AmxPlaneConv::unsupported(const LinearSpec& spec) {
   if (spec.group != 1) return "grouped";
   if (spec.strides[0] != spec.strides[1]) return "unequal strides";
   if (spec.dilations[0] != spec.dilations[1]) return "unequal dilations";
+  for (int d = 0; d < 2; ++d) {
+    const int64_t extent = (spec.weight_shape[2 + d] - 1) * spec.dilations[static_cast<size_t>(d)] + 1;
+    if (spec.pads[static_cast<size_t>(d)] >= extent || spec.pads[static_cast<size_t>(2 + d)] >= extent) {
+      return "padding as wide as the kernel";  // rows or columns of padding only: no CNN has them
+    }
+  }
   if (spec.weight_shape[1] % kChunk != 0) return "input channels not a multiple of 64";
   if (spec.weight_shape[0] % kChannelPair != 0) return "output channels not a multiple of 32";
   return "";
@@ -155,14 +162,16 @@ Status AmxPlaneConv::run(const Shape& input_shape, const uint32_t* x, uint32_t* 
   }
   const int64_t strips = (geometry.ho + rows - 1) / rows, items = batch * strips;
   const int team = static_cast<int>(std::min<int64_t>(threads, items));
+  std::atomic<bool> failed{false};
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team) if (team > 1)
   for (int64_t i = 0; i < items; ++i) {
     Item item = geometry;
     item.n = i / strips;
     item.oy0 = (i % strips) * rows;
     item.oy1 = std::min(geometry.ho, item.oy0 + rows);
-    run_item(item, x, y);
+    if (!failed && !run_item(item, x, y)) failed = true;
   }
+  if (failed) return resource_exhausted("amx convolution: cannot allocate a work item's input planes");
   return ok_status();
 }
 
@@ -172,7 +181,7 @@ Status AmxPlaneConv::run(const Shape& input_shape, const uint32_t* x, uint32_t* 
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
-__attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl"))) void AmxPlaneConv::run_item(const Item& item,
+__attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl"))) bool AmxPlaneConv::run_item(const Item& item,
                                                                                                   const uint32_t* x,
                                                                                                   uint32_t* y) const {
   const int64_t rows_out = item.oy1 - item.oy0, halo = (kh_ - 1) * item.dil, stride = item.stride;
@@ -216,7 +225,7 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl"))) void AmxP
   const size_t plane_stride = static_cast<size_t>((pixels * cin_ + 63) / 64 * 64);
   thread_local ThreadBuffer buffer;
   uint8_t* planes = buffer.get(plane_stride * kPlanes);
-  if (planes == nullptr) std::abort();  // 512 KiB-scale: as an ordinary allocation failure would
+  if (planes == nullptr) return false;
 
   // 1. The strip's input planes, padded: zero rows above and below the image, zero columns left
   // and right, zero pixels past the last row (read only by dropped virtual pixels).
@@ -317,6 +326,7 @@ __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl"))) void AmxP
   }
   _tile_release();
   memory_barrier();
+  return true;
 }
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop

@@ -44,7 +44,8 @@ class AmxPlaneConv {
   // use the tile registers (Linux: arch_prctl ARCH_REQ_XCOMP_PERM for XTILEDATA).
   static bool available();
   // Why this kernel cannot run `spec` ("" when it can): a convolution with equal strides and
-  // equal dilations, one group, Cin a multiple of 64 and Cout a multiple of 32.
+  // equal dilations, one group, no padding as wide as the (dilated) kernel, Cin a multiple of 64
+  // and Cout a multiple of 32.
   static std::string unsupported(const LinearSpec& spec);
   // The layer with its weights packed into tiles. kFailedPrecondition when !available(),
   // kInvalidArgument when unsupported() or validate() says no.
@@ -58,7 +59,8 @@ class AmxPlaneConv {
  private:
   explicit AmxPlaneConv(const LinearSpec& spec) : spec_(spec) {}
   struct Item;
-  void run_item(const Item& item, const uint32_t* x, uint32_t* y) const;
+  // False when the item's input planes cannot be allocated.
+  bool run_item(const Item& item, const uint32_t* x, uint32_t* y) const;
 
   LinearSpec spec_;  // weights not kept: packed_ holds them
   int64_t cin_ = 0, cout_ = 0, kh_ = 0, kw_ = 0, chunks_ = 0;

@@ -1,5 +1,5 @@
 // tenet's AMX convolution (accel/amx_conv.h) equals the reference bit for bit: random layers
-// (strides 1 to 3, kernels up to 5x5, dilations, asymmetric pads as wide as the kernel, widths below,
+// (strides 1 to 3, kernels up to 5x5, dilations, asymmetric pads, widths below,
 // at and above a tile's 16 pixels, one to three images, one to three threads), maximal operands
 // at the largest reduction the accelerator accepts, and nothing written outside the output. The
 // CPU accelerator takes it for the layers it applies to, and not when switched off.
@@ -44,6 +44,8 @@ TEST(AmxConv, SaysWhatItCannotRun) {
   EXPECT_EQ(AmxPlaneConv::unsupported(conv({32, 128, 1, 5}, {1, 1}, {0, 2, 0, 1}, 1, {2, 2})), "");
   EXPECT_EQ(AmxPlaneConv::unsupported(conv({64, 64, 3, 3}, {2, 2}, {1, 1, 1, 1})), "");
   EXPECT_NE(AmxPlaneConv::unsupported(conv({64, 64, 3, 3}, {2, 1})), "");
+  EXPECT_NE(AmxPlaneConv::unsupported(conv({64, 64, 3, 3}, {1, 1}, {1, 3, 1, 1})), "");
+  EXPECT_NE(AmxPlaneConv::unsupported(conv({64, 64, 3, 3}, {1, 1}, {1, 1, 65536, 1})), "");
   EXPECT_NE(AmxPlaneConv::unsupported(conv({64, 32, 3, 3}, {1, 1}, {0, 0, 0, 0}, 2)), "");
   EXPECT_NE(AmxPlaneConv::unsupported(conv({64, 3, 7, 7})), "");
   EXPECT_NE(AmxPlaneConv::unsupported(conv({48, 64, 1, 1})), "");
@@ -65,7 +67,7 @@ TEST(AmxConv, RandomLayers) {
     const int64_t kh = r(1, 5), kw = r(1, 5), dil = r(1, 2), stride = i % 2 == 0 ? 1 : r(2, 3);
     const int64_t ext_h = (kh - 1) * dil + 1, ext_w = (kw - 1) * dil + 1;
     LinearSpec spec = conv({32 * r(1, 3), 64 * r(1, 3), kh, kw}, {stride, stride},
-                           {r(0, ext_h), r(0, ext_w), r(0, ext_h), r(0, ext_w)}, 1, {dil, dil});
+                           {r(0, ext_h - 1), r(0, ext_w - 1), r(0, ext_h - 1), r(0, ext_w - 1)}, 1, {dil, dil});
     testing::fill_weights(spec, rng);
     // Heights and widths from 1 to 40 that leave at least one output.
     const int64_t h = std::max<int64_t>(r(1, 40), ext_h - spec.pads[0] - spec.pads[2]);
