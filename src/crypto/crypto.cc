@@ -430,6 +430,50 @@ Status aes128gcm_open_dot_from_untrusted(ByteSpan key, ByteSpan iv, ByteSpan aad
   return check_tag(expected, computed, std::span(reinterpret_cast<uint8_t*>(lanes.data()), lanes.size_bytes()));
 }
 
+Status aes256gcm_open_pieces(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext_and_tag, size_t piece_bytes,
+                             const std::function<void(size_t, ByteSpan)>& sink) {
+  TENET_RETURN_IF_ERROR(check_gcm_args(key, iv, kAesGcmKeyBytes));
+  if (ciphertext_and_tag.size() < kAesGcmTagBytes) {
+    return data_loss("AES-GCM message of {} bytes is shorter than its tag", ciphertext_and_tag.size());
+  }
+  const size_t n = ciphertext_and_tag.size() - kAesGcmTagBytes;
+  if (n > kMaxGcmInput) return out_of_range("AES-GCM message of {} bytes is too large", n);
+  if (piece_bytes == 0 || piece_bytes % 64 != 0) return invalid_argument("AES-GCM pieces of {} bytes (a multiple of 64 > 0)", piece_bytes);
+  uint8_t expected[kAesGcmTagBytes], computed[kAesGcmTagBytes];
+  std::memcpy(expected, ciphertext_and_tag.data() + n, kAesGcmTagBytes);
+  std::vector<uint8_t> piece(std::min(piece_bytes, std::max<size_t>(n, 1)));
+  const uint8_t* text = ciphertext_and_tag.data();
+  Status s = ok_status();
+  if (use_vaes_gcm()) {
+    gcm_vaes::Context vaes;
+    vaes.start(key.data(), key.size(), iv.data(), aad.data(), aad.size());
+    for (size_t off = 0; off < n; off += piece_bytes) {
+      const size_t m = std::min(piece_bytes, n - off);
+      vaes.decrypt(text + off, piece.data(), m);
+      sink(off, ByteSpan(piece.data(), m));
+    }
+    vaes.finish(computed);
+  } else {
+    Owned<EVP_CIPHER_CTX> ctx(EVP_CIPHER_CTX_new());
+    s = gcm_begin(ctx.get(), key, iv, aad, 0);
+    for (size_t off = 0; s.ok() && off < n; off += piece_bytes) {
+      const size_t m = std::min(piece_bytes, n - off);
+      s = gcm_update(ctx.get(), ByteSpan(text + off, m), piece.data());
+      if (s.ok()) sink(off, ByteSpan(piece.data(), m));
+    }
+    int len = 0;
+    if (s.ok() && (EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kAesGcmTagBytes, expected) != 1 ||
+                   EVP_DecryptFinal_ex(ctx.get(), piece.data(), &len) != 1)) {
+      ERR_clear_error();
+      s = data_loss("AES-GCM authentication failed (tampered data or wrong key)");
+    }
+    std::memcpy(computed, expected, kAesGcmTagBytes);  // checked by OpenSSL above
+  }
+  secure_wipe(piece.data(), piece.size());
+  TENET_RETURN_IF_ERROR(s);
+  return check_tag(expected, computed, {});
+}
+
 Result<Bytes> aes256gcm_open(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext_and_tag) {
   if (ciphertext_and_tag.size() < kAesGcmTagBytes) {
     return data_loss("AES-GCM message of {} bytes is shorter than its tag", ciphertext_and_tag.size());

@@ -10,6 +10,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -99,6 +100,14 @@ Result<Bytes> aes256gcm_open(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan c
 // Same, into a caller buffer of ciphertext_and_tag.size() - 16 bytes; on failure `out` is wiped.
 Status aes256gcm_open_into(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext_and_tag,
                            std::span<uint8_t> out);
+
+// Same, a piece at a time and never into one plaintext buffer: `sink(offset, piece)` gets the
+// plaintext in order, pieces of `piece_bytes` (a multiple of 64) and a shorter last one, each in a
+// private buffer that is wiped afterwards, so a caller can consume it while it is in L1. Nothing
+// is authentic before the tag is checked at the end: on kDataLoss the caller must discard
+// whatever the sink made of the pieces.
+Status aes256gcm_open_pieces(ByteSpan key, ByteSpan iv, ByteSpan aad, ByteSpan ciphertext_and_tag, size_t piece_bytes,
+                             const std::function<void(size_t, ByteSpan)>& sink);
 
 // Decrypts a ciphertext that lies in memory another party may rewrite concurrently (untrusted
 // memory) into `out` so that the bytes authenticated are exactly the bytes decrypted (no double

@@ -89,26 +89,43 @@ Status MaskVault::mark_consumed(uint32_t layer, uint64_t counter) {
   return ok_status();
 }
 
-Status MaskVault::consume(uint32_t layer, uint64_t counter, std::span<uint32_t> out) {
+Result<std::vector<uint8_t>> MaskVault::take_blob(uint32_t layer, uint64_t counter, size_t count) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     TENET_RETURN_IF_ERROR(mark_consumed(layer, counter));
   }
   std::optional<std::vector<uint8_t>> blob = store_->take(layer, counter);
   if (!blob) return data_loss("hybrid: the precomputed unblinding term for layer {} use {} is missing from the host store", layer, counter);
-  if (blob->size() != out.size_bytes() + crypto::kAesGcmTagBytes) {
+  const size_t want = count * sizeof(uint32_t) + crypto::kAesGcmTagBytes;
+  if (blob->size() != want) {
     return data_loss("hybrid: the precomputed unblinding term for layer {} use {} has {} bytes, expected {}", layer, counter,
-                     blob->size(), out.size_bytes() + crypto::kAesGcmTagBytes);
+                     blob->size(), want);
   }
-  const auto iv_bytes = iv(layer, counter);
-  const std::vector<uint8_t> aad_bytes = aad(layer, counter, out.size());
-  Status s = crypto::aes256gcm_open_into(key_, iv_bytes, aad_bytes, *blob,
+  return std::move(*blob);
+}
+
+Status MaskVault::unauthentic(uint32_t layer, uint64_t counter) {
+  return data_loss("hybrid: the precomputed unblinding term for layer {} use {} does not authenticate (tampered or replayed)", layer,
+                   counter);
+}
+
+Status MaskVault::consume(uint32_t layer, uint64_t counter, std::span<uint32_t> out) {
+  TENET_ASSIGN_OR_RETURN(const std::vector<uint8_t> blob, take_blob(layer, counter, out.size()));
+  Status s = crypto::aes256gcm_open_into(key_, iv(layer, counter), aad(layer, counter, out.size()), blob,
                                          std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()), out.size_bytes()));
-  if (!s.ok()) {
-    return data_loss("hybrid: the precomputed unblinding term for layer {} use {} does not authenticate (tampered or replayed)",
-                     layer, counter);
-  }
-  return ok_status();
+  return s.ok() ? ok_status() : unauthentic(layer, counter);
+}
+
+Status MaskVault::consume_pieces(uint32_t layer, uint64_t counter, size_t count, size_t piece_words,
+                                 const std::function<void(size_t, std::span<const uint32_t>)>& sink) {
+  if (piece_words == 0 || piece_words % 16 != 0) return invalid_argument("hybrid: pieces of {} words (a multiple of 16 > 0)", piece_words);
+  TENET_ASSIGN_OR_RETURN(const std::vector<uint8_t> blob, take_blob(layer, counter, count));
+  Status s = crypto::aes256gcm_open_pieces(key_, iv(layer, counter), aad(layer, counter, count), blob, piece_words * sizeof(uint32_t),
+                                           [&sink](size_t offset, crypto::ByteSpan piece) {
+                                             sink(offset / sizeof(uint32_t),
+                                                  std::span(reinterpret_cast<const uint32_t*>(piece.data()), piece.size() / sizeof(uint32_t)));
+                                           });
+  return s.ok() ? ok_status() : unauthentic(layer, counter);
 }
 
 Status MaskVault::retire(uint32_t layer, uint64_t counter) {

@@ -20,6 +20,7 @@
 #include <array>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -42,6 +43,12 @@ class MaskVault {
   Status deposit(uint32_t layer, uint64_t counter, std::span<const uint32_t> unblind);
   std::optional<uint64_t> take_ready(uint32_t layer);
   Status consume(uint32_t layer, uint64_t counter, std::span<uint32_t> out);
+  // consume() for a term of `count` words that is never written out whole: `sink(offset, words)`
+  // gets it in order, `piece_words` (a multiple of 16) at a time, each piece in a private buffer
+  // wiped afterwards. The same refusals as consume(); a term that does not authenticate is known
+  // only at the end, so on kDataLoss the caller must discard what the sink made of it.
+  Status consume_pieces(uint32_t layer, uint64_t counter, size_t count, size_t piece_words,
+                        const std::function<void(size_t, std::span<const uint32_t>)>& sink);
   // Marks a counter consumed without reading its blob (a pad computed in the enclave, or a
   // request that failed after taking it); the host's copy, if any, is dropped.
   Status retire(uint32_t layer, uint64_t counter);
@@ -59,6 +66,9 @@ class MaskVault {
     std::set<uint64_t> consumed;  // consumed counters at or above consumed_below
   };
   Status mark_consumed(uint32_t layer, uint64_t counter);  // mu_ held
+  // Marks the counter consumed and takes its blob, of `count` words and a tag, from the host.
+  Result<std::vector<uint8_t>> take_blob(uint32_t layer, uint64_t counter, size_t count);
+  static Status unauthentic(uint32_t layer, uint64_t counter);
   std::array<uint8_t, 12> iv(uint32_t layer, uint64_t counter) const;
   std::vector<uint8_t> aad(uint32_t layer, uint64_t counter, uint64_t count) const;
 

@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstring>
 
+#include <omp.h>
+
 #include "crypto/crypto.h"
 #include "engine/cpu/compiled_model.h"
 #include "engine/ops/op.h"
@@ -267,8 +269,43 @@ class OutsourcedKernel final : public cpu::Kernel {
     }
     counters.verify_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
 
-    // 5. Unblind with W·r.
+    // Steps 5-6 act on dst as [rows, channels, inner]: conv [N, Cout, Ho·Wo], matmul [M, Nout, 1];
+    // with the post-ops Sum and Relu fused where they come first.
+    using PostKind = ir::PostOp::Kind;
+    const auto& post = L.post_ops;
+    const bool fused_sum = !post.empty() && post[0].kind == PostKind::kSum && residual_ != nullptr;
+    const size_t after_sum = fused_sum ? 1 : 0;
+    const bool fused_relu = post.size() > after_sum && post[after_sum].kind == PostKind::kRelu;
+    const size_t fused = after_sum + (fused_relu ? 1 : 0);
+    const float* residual = fused_sum ? residual_ : nullptr;
+    const int64_t channels = L.dst_shape[1];
+    const int64_t inner = L.spec.kind == accel::LinearSpec::Kind::kConv2d ? L.positions : 1;
+    const int64_t rows = static_cast<int64_t>(dst_count) / (channels * inner);
+    const int64_t rows_per_image = rows / images;  // images divides dimension 0, hence rows
+    const int64_t rows_active = rows_per_image * active;
+    // Step 6 for dst elements [a, b) with u = W·r for them: subtract, lift, dequantize with the
+    // element's image and channel scales, add the bias, then the fused Sum and Relu.
+    const auto unblind_range = [&](int64_t a, int64_t b, const uint32_t* u) {
+      while (a < b) {
+        const int64_t plane = a / inner, end = std::min(b, (plane + 1) * inner);
+        const int64_t r = plane / channels, ch = plane % channels;
+        const float scale = x_scales[r / rows_per_image] * L.weight_scales[static_cast<size_t>(ch)];
+        const float bias = L.bias.empty() ? 0.f : L.bias[static_cast<size_t>(ch)];
+        unblind_dequantize(result_.data() + a, u, end - a, scale, bias, residual == nullptr ? nullptr : residual + a, fused_relu,
+                           dst_ + a);
+        u += end - a;
+        a = end;
+      }
+    };
+
+    // 5. Unblind with W·r. A precomputed term of a convolution, on a request that runs its
+    // outputs on one thread, is decrypted kPadStep words at a time and step 6 runs on each piece
+    // while it is in L1 (MaskVault::consume_pieces): W·r is never written out whole, and this
+    // step's time then includes step 6's. If the term does not authenticate, dst holds values of
+    // it; the layer fails, so the request does, and its activations are wiped.
     t0 = Clock::now();
+    const bool parallel_out = static_cast<int64_t>(dst_active) > kParallelCount && omp_get_max_threads() > 1;
+    const bool in_pieces = blind && !inline_mask && inner > 1 && !parallel_out;
     if (!blind) {
       std::fill(unblind_.begin(), unblind_.end(), 0u);
     } else if (inline_mask) {
@@ -279,6 +316,15 @@ class OutsourcedKernel final : public cpu::Kernel {
       if (!ts.ok()) return fail_layer(ts);
       if (!rs.ok()) return fail_layer(rs);
       counters.masks_inline.fetch_add(1, std::memory_order_relaxed);
+    } else if (in_pieces) {
+      const auto active_end = static_cast<int64_t>(dst_active);
+      Status cs = vault.consume_pieces(L.index, *counter, dst_count, kPadStep, [&](size_t offset, std::span<const uint32_t> u) {
+        const auto a = static_cast<int64_t>(offset);
+        const int64_t b = std::min(a + static_cast<int64_t>(u.size()), active_end);
+        if (a < b) unblind_range(a, b, u.data());
+      });
+      if (!cs.ok()) return fail_layer(cs);
+      counters.masks_consumed.fetch_add(1, std::memory_order_relaxed);
     } else {
       Status cs = vault.consume(L.index, *counter, unblind_);
       if (!cs.ok()) return fail_layer(cs);
@@ -286,30 +332,16 @@ class OutsourcedKernel final : public cpu::Kernel {
     }
     counters.unblind_ns.fetch_add(ns_since(t0), std::memory_order_relaxed);
 
-    // 5b-6. Subtract W·r, lift, dequantize, add the bias, and the post-ops Sum and Relu (one pass);
-    // any other post-ops after it.
+    // 6. (Unless done with step 5.) Subtract W·r, lift, dequantize, add the bias, and the post-ops
+    // Sum and Relu (one pass); any other post-ops after it.
     t0 = Clock::now();
-    using PostKind = ir::PostOp::Kind;
-    const auto& post = L.post_ops;
-    const bool fused_sum = !post.empty() && post[0].kind == PostKind::kSum && residual_ != nullptr;
-    const size_t after_sum = fused_sum ? 1 : 0;
-    const bool fused_relu = post.size() > after_sum && post[after_sum].kind == PostKind::kRelu;
-    const size_t fused = after_sum + (fused_relu ? 1 : 0);
-    const float* residual = fused_sum ? residual_ : nullptr;
-    // dst is [rows, channels, inner]: conv [N, Cout, Ho·Wo], matmul [M, Nout, 1].
-    const int64_t channels = L.dst_shape[1];
-    const int64_t inner = L.spec.kind == accel::LinearSpec::Kind::kConv2d ? L.positions : 1;
-    const int64_t rows = static_cast<int64_t>(dst_count) / (channels * inner);
-    const int64_t rows_per_image = rows / images;  // images divides dimension 0, hence rows
-    const int64_t rows_active = rows_per_image * active;
+    if (!in_pieces) {
 #pragma omp parallel for collapse(2) if (static_cast<int64_t>(dst_active) > kParallelCount)
-    for (int64_t r = 0; r < rows_active; ++r) {
-      for (int64_t ch = 0; ch < channels; ++ch) {
-        const float scale = x_scales[r / rows_per_image] * L.weight_scales[static_cast<size_t>(ch)];
-        const float bias = L.bias.empty() ? 0.f : L.bias[static_cast<size_t>(ch)];
-        const size_t base = static_cast<size_t>((r * channels + ch) * inner);
-        unblind_dequantize(result_.data() + base, unblind_.data() + base, inner, scale, bias,
-                           residual == nullptr ? nullptr : residual + base, fused_relu, dst_ + base);
+      for (int64_t r = 0; r < rows_active; ++r) {
+        for (int64_t ch = 0; ch < channels; ++ch) {
+          const int64_t base = (r * channels + ch) * inner;
+          unblind_range(base, base + inner, unblind_.data() + base);
+        }
       }
     }
     if (dst_active < dst_count) std::memset(dst_ + dst_active, 0, (dst_count - dst_active) * sizeof(float));

@@ -7,6 +7,7 @@
 #include <random>
 #include <set>
 
+#include "crypto/crypto.h"
 #include "hybrid/field.h"
 #include "hybrid/freivalds.h"
 #include "hybrid/host_mask_store.h"
@@ -350,6 +351,64 @@ TEST(HybridMaskVault, ConsumesOnceAndRefusesMissingTamperedReplayed) {
   EXPECT_EQ(vault.consume(0, c, out).code(), StatusCode::kDataLoss);
   // Retire refuses a consumed counter too.
   EXPECT_EQ(vault.retire(0, 0).code(), StatusCode::kDataLoss);
+}
+
+// consume_pieces hands out the same term as consume(), in order, in pieces of the size asked for
+// (with OpenSSL's AES-GCM too), and refuses what consume() refuses: a reused counter, a tampered
+// or replayed blob (known at the end, after the pieces), a missing one, a bad piece size.
+TEST(HybridMaskVault, ConsumesInPieces) {
+  std::array<uint8_t, 32> key{}, model{};
+  key[7] = 3;
+  HostMaskStore store;
+  MaskVault vault(key, model, &store);
+  const std::vector<uint32_t> term = random_field(1000, 4);  // not a multiple of the pieces
+  for (const char* backend : {"vaes-avx512", "openssl"}) {
+    if (!crypto::set_aes_gcm_backend(backend).ok()) continue;  // no VAES on this CPU
+    for (size_t piece : {size_t{16}, size_t{64}, size_t{4096}}) {
+      const uint64_t c = vault.new_counter(0);
+      ASSERT_TRUE(vault.deposit(0, c, term).ok());
+      std::vector<uint32_t> got;
+      size_t pieces = 0;
+      ASSERT_TRUE(vault
+                      .consume_pieces(0, c, term.size(), piece,
+                                      [&](size_t offset, std::span<const uint32_t> u) {
+                                        EXPECT_EQ(offset, got.size());
+                                        EXPECT_LE(u.size(), piece);
+                                        got.insert(got.end(), u.begin(), u.end());
+                                        ++pieces;
+                                      })
+                      .ok())
+          << backend;
+      EXPECT_EQ(got, term) << backend << " pieces of " << piece;
+      EXPECT_EQ(pieces, (term.size() + piece - 1) / piece);
+      // Reused.
+      EXPECT_EQ(vault.consume_pieces(0, c, term.size(), piece, [](size_t, std::span<const uint32_t>) {}).code(),
+                StatusCode::kDataLoss);
+    }
+    const auto noop = [](size_t, std::span<const uint32_t>) {};
+    // Tampered: the pieces come out, the tag fails at the end.
+    uint64_t c = vault.new_counter(0);
+    ASSERT_TRUE(vault.deposit(0, c, term).ok());
+    std::vector<uint8_t> blob = *store.peek(0, c);
+    blob[blob.size() - 100] ^= 2;
+    store.overwrite(0, c, blob);
+    Status s = vault.consume_pieces(0, c, term.size(), 64, noop);
+    EXPECT_EQ(s.code(), StatusCode::kDataLoss);
+    EXPECT_NE(s.message().find("does not authenticate"), std::string::npos) << s.to_string();
+    // Replayed under another counter.
+    c = vault.new_counter(0);
+    ASSERT_TRUE(vault.deposit(0, c, term).ok());
+    const uint64_t c2 = vault.new_counter(0);
+    ASSERT_TRUE(vault.deposit(0, c2, term).ok());
+    store.overwrite(0, c2, *store.peek(0, c));
+    EXPECT_EQ(vault.consume_pieces(0, c2, term.size(), 64, noop).code(), StatusCode::kDataLoss);
+    // Missing; a piece size that is not a multiple of 16 words.
+    store.erase(0, c);
+    s = vault.consume_pieces(0, c, term.size(), 64, noop);
+    EXPECT_NE(s.message().find("missing"), std::string::npos) << s.to_string();
+    EXPECT_EQ(vault.consume_pieces(0, vault.new_counter(0), term.size(), 24, noop).code(), StatusCode::kInvalidArgument);
+  }
+  ASSERT_TRUE(crypto::set_aes_gcm_backend("auto").ok());
 }
 
 }  // namespace
