@@ -19,6 +19,13 @@
 // row instead: 16 output pixels of one row (lanes past Wo dropped) read pixels s apart, a tile
 // load stride of s·Cin bytes.
 //
+// Small images (fewer than half the direct layout's lanes would compute a real output: a
+// ResNet's late stages at CIFAR sizes, or 7-wide outputs of a stride-2 layer) take the gathered
+// layout instead: each output pixel of the whole batch gets its patch as one row of
+// K = kh·kw·Cin bytes per plane (tap-major, the packed weights' order), gathered from the NCHW
+// input 16 channels at a time, so that 16 consecutive rows are 16 real pixels; the combined
+// results are scattered to their images.
+//
 // Tiles (8 of 16 rows x 64 bytes): C[plane pair][2 x 16 channels] in tmm0-3, A for two planes in
 // tmm4-5 (16 virtual pixels x 64 input channels of one tap), B for two 16-channel blocks in
 // tmm6-7 (weights packed per (16-channel block, tap, 64-channel chunk) in the VNNI layout
@@ -59,8 +66,13 @@ class AmxPlaneConv {
  private:
   explicit AmxPlaneConv(const LinearSpec& spec) : spec_(spec) {}
   struct Item;
-  // False when the item's input planes cannot be allocated.
-  bool run_item(const Item& item, const uint32_t* x, uint32_t* y) const;
+  struct Tiles;
+  // One work item in the direct or the gathered layout (file comment); false when its input
+  // planes cannot be allocated.
+  bool run_direct(const Item& item, const uint32_t* x, uint32_t* y) const;
+  bool run_gathered(const Item& item, const uint32_t* x, uint32_t* y) const;
+  // The tile loop and the combine, on the item's planes (4 of plane_stride bytes).
+  void multiply(const uint8_t* planes, size_t plane_stride, const Tiles& tiles) const;
 
   LinearSpec spec_;  // weights not kept: packed_ holds them
   int64_t cin_ = 0, cout_ = 0, kh_ = 0, kw_ = 0, chunks_ = 0;

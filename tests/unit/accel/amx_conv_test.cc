@@ -91,6 +91,27 @@ TEST(AmxConv, StripsOfLargeImages) {
   }
 }
 
+// Small images, where the kernel gathers the batch's patches instead of walking each image: a
+// 3x3 on 2x2 inputs, a 1x1 on 1x1 (ResNet's last stage at CIFAR sizes, cropped), a strided 3x3
+// with outputs 2 wide, each over a batch whose pixels do not fill whole tiles, on 1 and 3 threads.
+TEST(AmxConv, SmallImagesOfABatch) {
+  if (!AmxPlaneConv::available()) GTEST_SKIP() << "no AMX-INT8 on this CPU or OS";
+  std::mt19937_64 rng(12);
+  struct SmallCase {
+    LinearSpec spec;
+    Shape in;
+  };
+  std::vector<SmallCase> cases = {{conv({64, 128, 3, 3}, {1, 1}, {1, 1, 1, 1}), {5, 128, 2, 2}},
+                                  {conv({96, 64, 1, 1}), {7, 64, 1, 1}},
+                                  {conv({32, 64, 3, 3}, {2, 2}, {1, 1, 1, 1}), {3, 64, 4, 3}},
+                                  {conv({64, 64, 3, 3}, {1, 1}, {1, 1, 1, 1}, 1, {1, 1}), {9, 64, 3, 1}}};
+  for (SmallCase& c : cases) {
+    testing::fill_weights(c.spec, rng);
+    const std::vector<uint32_t> x = testing::random_field(numel(c.in), rng);
+    for (int threads : {1, 3}) expect_amx_matches_reference(c.spec, c.in, x, threads);
+  }
+}
+
 TEST(AmxConv, MaximalOperands) {
   if (!AmxPlaneConv::available()) GTEST_SKIP() << "no AMX-INT8 on this CPU or OS";
   // K = 3584·9 = 32,256, the largest multiple of 64 channels x 3x3 under kMaxReductionCount.
