@@ -15,8 +15,11 @@ namespace {
 // One accumulator per row of `a`: each product p < 2^62 is folded once to
 // (p & kP) + (p >> 31) ≡ p (mod p), which is < 2^32, so a uint64 sum of up to 2^32 folded terms
 // cannot overflow.
-void dot_mod_many_portable(std::span<const uint32_t* const> a, const uint32_t* b, size_t n, uint32_t* out) {
+void dot_mod_many_portable(std::span<const uint32_t* const> a, const uint32_t* b, size_t n, uint32_t* out, uint32_t* b_max) {
   uint64_t acc[kMaxDots] = {};
+  if (b_max != nullptr) {
+    for (size_t i = 0; i < n; ++i) *b_max = std::max(*b_max, b[i]);
+  }
   for (size_t i = 0; i < n; ++i) {
     for (size_t r = 0; r < a.size(); ++r) {
       const uint64_t p = uint64_t{a[r][i]} * b[i];
@@ -31,13 +34,15 @@ void dot_mod_many_portable(std::span<const uint32_t* const> a, const uint32_t* b
 // gains less than 2^33 per step, and n < 2^32 is under 2^28 steps: below 2^61.
 template <size_t R>
 __attribute__((target("avx512f"))) void dot_mod_many_avx512(std::span<const uint32_t* const> a, const uint32_t* b, size_t n,
-                                                            uint32_t* out) {
+                                                            uint32_t* out, uint32_t* b_max) {
   const __m512i mask = _mm512_set1_epi64(kP);
   __m512i acc[R];
   for (size_t r = 0; r < R; ++r) acc[r] = _mm512_setzero_si512();
+  __m512i vmax = _mm512_setzero_si512();
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
     const __m512i vb = _mm512_loadu_si512(b + i);
+    vmax = _mm512_max_epu32(vmax, vb);
     const __m512i vb_odd = _mm512_srli_epi64(vb, 32);
     for (size_t r = 0; r < R; ++r) {
       const __m512i va = _mm512_loadu_si512(a[r] + i);
@@ -58,6 +63,11 @@ __attribute__((target("avx512f"))) void dot_mod_many_avx512(std::span<const uint
     }
     out[r] = reduce64(sum);
   }
+  if (b_max != nullptr) {
+    uint32_t m = std::max(*b_max, _mm512_reduce_max_epu32(vmax));
+    for (size_t t = i; t < n; ++t) m = std::max(m, b[t]);
+    *b_max = m;
+  }
 }
 
 // The same with AVX-512 IFMA, eight elements (zero-extended to 64-bit lanes) per step and two
@@ -68,7 +78,7 @@ __attribute__((target("avx512f"))) void dot_mod_many_avx512(std::span<const uint
 // steps (< 2^64); a high one < 2^10.
 template <size_t R>
 __attribute__((target("avx512f,avx512ifma"))) void dot_mod_many_ifma(std::span<const uint32_t* const> a, const uint32_t* b,
-                                                                     size_t n, uint32_t* out) {
+                                                                     size_t n, uint32_t* out, uint32_t* b_max) {
   constexpr size_t kFoldSteps = 2048;  // per accumulator: 2048 · 2^52 = 2^63
   uint64_t sum[R] = {};
   const auto fold = [&sum](const __m512i* lo, const __m512i* hi) __attribute__((target("avx512f"))) {
@@ -79,12 +89,14 @@ __attribute__((target("avx512f,avx512ifma"))) void dot_mod_many_ifma(std::span<c
       for (int k = 0; k < 8; ++k) sum[r] += reduce64(l[k]) + reduce64(h[k] << 21);  // h < 2^21: h·2^21 < 2^42
     }
   };
+  __m512i vmax = _mm512_setzero_si512();
   size_t i = 0;
   while (i + 16 <= n) {
     __m512i lo0[R], hi0[R], lo1[R], hi1[R];
     for (size_t r = 0; r < R; ++r) lo0[r] = hi0[r] = lo1[r] = hi1[r] = _mm512_setzero_si512();
     const size_t end = i + std::min((n - i) / 16, kFoldSteps) * 16;
     for (; i < end; i += 16) {
+      if (b_max != nullptr) vmax = _mm512_max_epu32(vmax, _mm512_loadu_si512(b + i));
       const __m512i b0 = _mm512_cvtepu32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + i)));
       const __m512i b1 = _mm512_cvtepu32_epi64(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + i + 8)));
       for (size_t r = 0; r < R; ++r) {
@@ -106,9 +118,14 @@ __attribute__((target("avx512f,avx512ifma"))) void dot_mod_many_ifma(std::span<c
     }
     out[r] = reduce64(sum[r]);
   }
+  if (b_max != nullptr) {
+    uint32_t m = std::max(*b_max, _mm512_reduce_max_epu32(vmax));
+    for (size_t t = i; t < n; ++t) m = std::max(m, b[t]);
+    *b_max = m;
+  }
 }
 
-using DotManyFn = void (*)(std::span<const uint32_t* const>, const uint32_t*, size_t, uint32_t*);
+using DotManyFn = void (*)(std::span<const uint32_t* const>, const uint32_t*, size_t, uint32_t*, uint32_t*);
 
 template <size_t... R>
 DotManyFn pick_avx512(size_t count, bool ifma, std::index_sequence<R...>) {
@@ -119,17 +136,22 @@ DotManyFn pick_avx512(size_t count, bool ifma, std::index_sequence<R...>) {
 
 }  // namespace
 
-void dot_mod_many(std::span<const uint32_t* const> a, const uint32_t* b, size_t n, uint32_t* out) {
+void dot_mod_many(std::span<const uint32_t* const> a, const uint32_t* b, size_t n, uint32_t* out, uint32_t* b_max) {
   static const bool avx512 = [] {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") != 0;
   }();
   static const bool ifma = avx512 && __builtin_cpu_supports("avx512ifma") != 0;
-  if (a.empty()) return;
-  if (avx512 && a.size() <= kMaxDots) return pick_avx512(a.size(), ifma, std::make_index_sequence<kMaxDots>())(a, b, n, out);
+  if (a.empty()) {
+    if (b_max != nullptr) *b_max = std::max(*b_max, n == 0 ? 0u : *std::max_element(b, b + n));
+    return;
+  }
+  if (avx512 && a.size() <= kMaxDots) {
+    return pick_avx512(a.size(), ifma, std::make_index_sequence<kMaxDots>())(a, b, n, out, b_max);
+  }
   for (size_t first = 0; first < a.size(); first += kMaxDots) {
     const size_t count = std::min(kMaxDots, a.size() - first);
-    dot_mod_many_portable(a.subspan(first, count), b, n, out + first);
+    dot_mod_many_portable(a.subspan(first, count), b, n, out + first, first == 0 ? b_max : nullptr);
   }
 }
 

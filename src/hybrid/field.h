@@ -47,8 +47,11 @@ inline int64_t lift_centred(uint32_t a) { return a > kP / 2 ? static_cast<int64_
 
 // out[r] = Σ_i a[r][i]·b[i] mod p for r < a.size() (at most kMaxDots), b read once: several
 // Freivalds repetitions over one result or input in one pass. n < 2^32; AVX-512 where the CPU has it.
+// The a[r][i] must be field elements; the b[i] may be any 32-bit values (nothing overflows, though
+// the sums mean nothing then). With `b_max`, *b_max becomes max(*b_max, every b[i]) in the same
+// pass: whether an untrusted b holds only field elements, without reading it again.
 inline constexpr size_t kMaxDots = 8;
-void dot_mod_many(std::span<const uint32_t* const> a, const uint32_t* b, size_t n, uint32_t* out);
+void dot_mod_many(std::span<const uint32_t* const> a, const uint32_t* b, size_t n, uint32_t* out, uint32_t* b_max = nullptr);
 
 // One value already divided by its scale: clamped to [-127, 127], rounded half away from zero
 // (branch-free, so the activation loops vectorize). Finite input only.

@@ -150,12 +150,14 @@ int FreivaldsCheck::first_failure(std::span<const uint32_t> x, std::span<const u
   if (static_cast<int64_t>(x.size()) != batch * x_per_row_) return 0;
   constexpr int64_t kParallel = int64_t{1} << 15;
   uint64_t lhs[kMaxDots] = {}, rhs[kMaxDots] = {};
+  uint32_t y_max = 0;  // the largest value of y: a field element is < p
   if (conv_) {
     // lhs_r = Σ_{n, co} s_r[co]·(t_r[n] · y[n, co]) (or st_r · y); rhs_r = z_r · x (or, pointwise,
     // Σ_{n, ci} ws_r[ci]·(t_r[n] · x[n, ci])).
     const int64_t rows = batch * channels_out_;
-    // This thread's share (inside the parallel region) of Σ_r-wise vec_r · data, in chunks.
-    auto whole = [&](std::vector<uint32_t> Rep::*vec, std::span<const uint32_t> data, uint64_t* part) {
+    // This thread's share (inside the parallel region) of Σ_r-wise vec_r · data, in chunks (and,
+    // with data_max, of data's largest value).
+    auto whole = [&](std::vector<uint32_t> Rep::*vec, std::span<const uint32_t> data, uint64_t* part, uint32_t* data_max) {
       constexpr int64_t kChunk = 4096;
       const auto count = static_cast<int64_t>(data.size());
       const int64_t chunks = (count + kChunk - 1) / kChunk;
@@ -165,41 +167,47 @@ int FreivaldsCheck::first_failure(std::span<const uint32_t> x, std::span<const u
       for (int64_t c = 0; c < chunks; ++c) {
         const int64_t at = c * kChunk;
         for (size_t r = 0; r < reps; ++r) a[r] = (reps_[r].*vec).data() + at;
-        dot_mod_many(std::span(a, reps), data.data() + at, static_cast<size_t>(std::min(kChunk, count - at)), d);
+        dot_mod_many(std::span(a, reps), data.data() + at, static_cast<size_t>(std::min(kChunk, count - at)), d, data_max);
         for (size_t r = 0; r < reps; ++r) part[r] += d[r];
       }
     };
     // This thread's share of Σ_{n, c} weight_r[c]·(t_r[n] · data[n, c]) over planes of positions_.
-    auto per_plane = [&](std::vector<uint32_t> Rep::*weight, int64_t channels, std::span<const uint32_t> data, uint64_t* part) {
+    auto per_plane = [&](std::vector<uint32_t> Rep::*weight, int64_t channels, std::span<const uint32_t> data, uint64_t* part,
+                         uint32_t* data_max) {
       const uint32_t* a[kMaxDots];
       uint32_t d[kMaxDots];
 #pragma omp for schedule(static) nowait
       for (int64_t plane = 0; plane < batch * channels; ++plane) {
         const int64_t n = plane / channels, c = plane % channels;
         for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].t.data() + n * positions_;
-        dot_mod_many(std::span(a, reps), data.data() + plane * positions_, static_cast<size_t>(positions_), d);
+        dot_mod_many(std::span(a, reps), data.data() + plane * positions_, static_cast<size_t>(positions_), d, data_max);
         for (size_t r = 0; r < reps; ++r) part[r] += mul_mod((reps_[r].*weight)[static_cast<size_t>(c)], d[r]);
       }
     };
 #pragma omp parallel if (rows * positions_ > kParallel)
     {
       uint64_t part[kMaxDots] = {}, part_x[kMaxDots] = {};
+      uint32_t part_y_max = 0;
       if (small_planes_) {
-        whole(&Rep::st, y, part);
+        whole(&Rep::st, y, part, &part_y_max);
       } else {
-        per_plane(&Rep::s, channels_out_, y, part);
+        per_plane(&Rep::s, channels_out_, y, part, &part_y_max);
       }
       if (pointwise_) {
-        per_plane(&Rep::ws, channels_in_, x, part_x);
+        per_plane(&Rep::ws, channels_in_, x, part_x, nullptr);
       } else {
-        whole(&Rep::z, x, part_x);
+        whole(&Rep::z, x, part_x, nullptr);
       }
 #pragma omp critical(tenet_freivalds_sum)
-      for (size_t r = 0; r < reps; ++r) {
-        lhs[r] += part[r];
-        rhs[r] += part_x[r];
+      {
+        y_max = std::max(y_max, part_y_max);
+        for (size_t r = 0; r < reps; ++r) {
+          lhs[r] += part[r];
+          rhs[r] += part_x[r];
+        }
       }
     }
+    if (y_max >= kP) return kOutsideField;
     for (size_t r = 0; r < reps; ++r) {
       if (reduce64(lhs[r]) != reduce64(rhs[r])) return static_cast<int>(r);
     }
@@ -207,18 +215,19 @@ int FreivaldsCheck::first_failure(std::span<const uint32_t> x, std::span<const u
   }
   // Matmul, per row m of the batch: s_r · y[m] == z_r · x[m] for every r.
   int bad = static_cast<int>(reps);
-#pragma omp parallel for reduction(min : bad) if (batch * (channels_out_ + k_) > kParallel)
+#pragma omp parallel for reduction(min : bad) reduction(max : y_max) if (batch * (channels_out_ + k_) > kParallel)
   for (int64_t m = 0; m < batch; ++m) {
     const uint32_t* a[kMaxDots];
     uint32_t ly[kMaxDots], rx[kMaxDots];
     for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].s.data();
-    dot_mod_many(std::span(a, reps), y.data() + m * channels_out_, static_cast<size_t>(channels_out_), ly);
+    dot_mod_many(std::span(a, reps), y.data() + m * channels_out_, static_cast<size_t>(channels_out_), ly, &y_max);
     for (size_t r = 0; r < reps; ++r) a[r] = reps_[r].z.data();
     dot_mod_many(std::span(a, reps), x.data() + m * k_, static_cast<size_t>(k_), rx);
     for (size_t r = 0; r < reps; ++r) {
       if (ly[r] != rx[r]) bad = std::min(bad, static_cast<int>(r));
     }
   }
+  if (y_max >= kP) return kOutsideField;
   return bad == static_cast<int>(reps) ? -1 : bad;
 }
 

@@ -29,7 +29,7 @@
 // <= (2/p)^k = 2^(-29.99999... k). repetitions_for_bits(b) is the least k with (2/p)^k <= 2^-b
 // (b = 40 -> 2). Over q cheating attempts against the same vectors the union bound gives
 // q·(2/p)^k, since every failed attempt aborts its request. Values >= p in y' are rejected
-// before the check (a field element must be < p), so the check is over well-formed results only.
+// in the same pass (a field element must be < p), so the check is over well-formed results only.
 #pragma once
 
 #include <cstdint>
@@ -58,7 +58,10 @@ class FreivaldsCheck {
   // -1 when every repetition accepts y as W·x (both of the shapes given at create(), or their
   // first images (conv) / rows (matmul): a partial batch, checked with the prefix of the same
   // vectors), else the index of the first repetition that rejects (0 for sizes that fit no such
-  // prefix). x and y hold field elements (< p).
+  // prefix), or kOutsideField when some value of y is not a field element (>= p: the untrusted
+  // result is checked for that in the same pass that reads it for the dot products). x holds
+  // field elements (< p: the enclave made it).
+  static constexpr int kOutsideField = -2;
   int first_failure(std::span<const uint32_t> x, std::span<const uint32_t> y) const;
   size_t size_bytes() const;
 

@@ -75,6 +75,19 @@ TEST(HybridField, DotManyMatchesExactSums) {
         }
         std::vector<uint32_t> got(rows, 12345);
         dot_mod_many(ptrs, b.data(), n, got.data());
+        // The same sums with the largest b on the side, and that largest b.
+        std::vector<uint32_t> got_max(rows, 12345);
+        uint32_t b_max = 7;
+        dot_mod_many(ptrs, b.data(), n, got_max.data(), &b_max);
+        EXPECT_EQ(got_max, got);
+        EXPECT_EQ(b_max, std::max<uint32_t>(7, n == 0 ? 0 : *std::max_element(b.begin(), b.end())));
+        if (n > 0) {
+          std::vector<uint32_t> hostile = b;
+          hostile[n - 1 - n / 3] = 0xFFFFFFF0u;
+          uint32_t hostile_max = 0;
+          dot_mod_many(ptrs, hostile.data(), n, got_max.data(), &hostile_max);
+          EXPECT_EQ(hostile_max, 0xFFFFFFF0u) << "n " << n << " rows " << rows;
+        }
         for (size_t r = 0; r < rows; ++r) {
           unsigned __int128 want = 0;
           for (size_t i = 0; i < n; ++i) want += static_cast<unsigned __int128>(a[r][i]) * b[i];
@@ -272,6 +285,15 @@ TEST(HybridExactLinear, MatchesTheAcceleratorsReference) {
     }
     std::vector<uint32_t> zero(mine.size(), 0);
     EXPECT_GE(check->first_failure(x, zero), 0);
+    // Values that are no field elements, among them one congruent to the true value (+p, which
+    // the dot products mod p cannot see), are refused as such, wherever they are.
+    for (size_t pos : {size_t{0}, mine.size() / 2, mine.size() - 1}) {
+      for (uint32_t v : {mine[pos] + kP, kP, ~uint32_t{0}}) {
+        std::vector<uint32_t> bad = mine;
+        bad[pos] = v;
+        EXPECT_EQ(check->first_failure(x, bad), FreivaldsCheck::kOutsideField) << pos << " " << v;
+      }
+    }
     // A different input does not match this output either.
     std::vector<uint32_t> x2 = x;
     x2[x2.size() / 3] = add_mod(x2[x2.size() / 3], 5);

@@ -191,7 +191,8 @@ TEST(HybridModel, MaliciousAcceleratorIsCaughtOnEveryRequestItTouches) {
   std::vector<Tensor> honest;
   ASSERT_TRUE(run_once(*f.model, x, honest).ok());
   const int layers = f.model->stats().outsourced_layers;
-  for (Attack attack : {Attack::kFlipOne, Attack::kDropChannel, Attack::kReplay, Attack::kScale, Attack::kZero, Attack::kOutOfField}) {
+  for (Attack attack : {Attack::kFlipOne, Attack::kDropChannel, Attack::kReplay, Attack::kScale, Attack::kZero, Attack::kOutOfField,
+                        Attack::kCongruent}) {
     for (int32_t target = -1; target < layers; ++target) {
       SCOPED_TRACE(::testing::Message() << "attack " << static_cast<int>(attack) << " on layer " << target);
       f.accel->set_attack(attack, target);
@@ -202,6 +203,9 @@ TEST(HybridModel, MaliciousAcceleratorIsCaughtOnEveryRequestItTouches) {
         ASSERT_GT(f.accel->tampered(), before);
         EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.to_string();
         EXPECT_NE(s.message().find("hybrid layer '"), std::string::npos) << s.to_string();
+        if (attack == Attack::kOutOfField || attack == Attack::kCongruent) {
+          EXPECT_NE(s.message().find("outside Z_p"), std::string::npos) << s.to_string();
+        }
       }
       f.accel->set_attack(Attack::kNone);
       std::vector<Tensor> out;
@@ -291,9 +295,16 @@ TEST(HybridModel, NoVerifyPathAgrees) {
   ASSERT_TRUE(run_once(*unverified.model, x, b).ok());
   EXPECT_EQ(0, std::memcmp(a[0].data(), b[0].data(), a[0].size_bytes()));
   EXPECT_EQ(unverified.model->stats().verifications, 0);
-  // Without verification a lying accelerator goes unnoticed (which is why it is INSECURE).
+  // Without verification a lying accelerator goes unnoticed (which is why it is INSECURE), but a
+  // result that is no field element is still refused.
   unverified.accel->set_attack(Attack::kFlipOne, 0);
   EXPECT_TRUE(run_once(*unverified.model, x, b).ok());
+  for (Attack attack : {Attack::kOutOfField, Attack::kCongruent}) {
+    unverified.accel->set_attack(attack, 0);
+    Status s = run_once(*unverified.model, x, b);
+    EXPECT_EQ(s.code(), StatusCode::kDataLoss) << s.to_string();
+    EXPECT_NE(s.message().find("outside Z_p"), std::string::npos) << s.to_string();
+  }
 }
 
 TEST(HybridModel, InsecurePlainBaselineComputesTheSameProducts) {

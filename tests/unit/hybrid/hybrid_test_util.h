@@ -45,7 +45,9 @@ inline std::shared_ptr<accel::Accelerator> honest_accelerator() {
   return std::make_shared<ExactLinear>();
 }
 
-enum class Attack { kNone, kFlipOne, kDropChannel, kReplay, kScale, kZero, kOutOfField, kError };
+// kOutOfField: a value >= p; kCongruent: a true value plus p, which is >= p yet congruent to the
+// true product mod p (Freivalds' dot products alone, computed mod p, would accept it).
+enum class Attack { kNone, kFlipOne, kDropChannel, kReplay, kScale, kZero, kOutOfField, kCongruent, kError };
 
 // Wraps an honest accelerator; while an attack is set, it corrupts the results of `target`
 // (a layer handle, or -1 for every layer) after computing them honestly.
@@ -73,6 +75,7 @@ class MaliciousAccelerator final : public accel::Accelerator {
         case Attack::kNone: break;
         case Attack::kFlipOne: y[n / 2] = (y[n / 2] + 1) % kP; break;
         case Attack::kOutOfField: y[0] = kP + 5; break;
+        case Attack::kCongruent: y[n / 3] += kP; break;  // < 2^31 + p < 2^32
         case Attack::kDropChannel: {
           // The output lacks channel 0: every later channel moves up one place, the last repeats.
           const int64_t c = channels_[layer];
