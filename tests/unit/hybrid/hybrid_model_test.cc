@@ -184,8 +184,9 @@ TEST(HybridModel, ConvAndGemmAttributesMapExactly) {
   }
 }
 
-TEST(HybridModel, MaliciousAcceleratorIsCaughtOnEveryRequestItTouches) {
-  Fixture f = make_fixture(40, 0);
+// Every attack, on every layer and on all at once, fails every request it touches and leaves the
+// model serving honest requests bitwise as before.
+void expect_every_attack_caught(Fixture& f) {
   ASSERT_TRUE(f.model);
   const Tensor x = random_input({2, 3, 8, 8}, 11);
   std::vector<Tensor> honest;
@@ -224,6 +225,21 @@ TEST(HybridModel, MaliciousAcceleratorIsCaughtOnEveryRequestItTouches) {
   f.accel->set_attack(Attack::kNone);
   ASSERT_TRUE(run_once(*f.model, x, out).ok());
   EXPECT_EQ(0, std::memcmp(out[0].data(), honest[0].data(), honest[0].size_bytes()));
+}
+
+TEST(HybridModel, MaliciousAcceleratorIsCaughtOnEveryRequestItTouches) {
+  // No precomputed terms: every pad and W·r is made inline.
+  Fixture f = make_fixture(40, 0);
+  expect_every_attack_caught(f);
+}
+
+TEST(HybridModel, MaliciousAcceleratorIsCaughtWithPrecomputedUnblindingTerms) {
+  // Precomputed terms at one thread: pads made in pieces while blinding, and a convolution's W·r
+  // decrypted and applied in pieces (the request path the benchmarks take), not the inline path.
+  Fixture f = make_fixture(40, 160);
+  expect_every_attack_caught(f);
+  if (::testing::Test::HasFatalFailure()) return;
+  EXPECT_EQ(f.model->stats().masks_inline, 0);
 }
 
 TEST(HybridModel, RefusesMissingTamperedAndReplayedUnblindingTerms) {
