@@ -171,8 +171,9 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void quantize_blind
                                                                       const uint32_t* pad, uint32_t* dst) {
   for (int64_t i = 0; i < count; ++i) {
     const int32_t q = quantize_value(x[i] * inv_scale);
-    // q as a field element (p + q for q < 0: the uint32 sum wraps to exactly that), plus the pad.
-    dst[i] = add_mod(static_cast<uint32_t>(q) + (q < 0 ? kP : 0u), pad[i]);
+    // q as a field element (p + q for q < 0: the uint32 sum wraps to exactly that; q >> 31 is all
+    // ones then), plus the pad.
+    dst[i] = add_mod(static_cast<uint32_t>(q) + (static_cast<uint32_t>(q >> 31) & kP), pad[i]);
   }
 }
 

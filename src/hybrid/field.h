@@ -12,6 +12,8 @@
 //     (lift_centred) is then the exact signed integer product.
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -31,11 +33,19 @@ inline uint32_t reduce64(uint64_t x) {
   x = (x & kP) + (x >> 31);  // < 2^31 + 4
   return static_cast<uint32_t>(x >= kP ? x - kP : x);
 }
+// Both branch-free as an unsigned minimum (vpminud in the vectorized loops): for a, b < p,
+// a + b - p wraps above a + b exactly when a + b < p; a - b wraps above a - b + p exactly when
+// a >= b.
 inline uint32_t add_mod(uint32_t a, uint32_t b) {
   const uint32_t s = a + b;  // < 2^32: no wrap since a, b < 2^31
-  return s >= kP ? s - kP : s;
+  const uint32_t t = s - kP;
+  return t < s ? t : s;
 }
-inline uint32_t sub_mod(uint32_t a, uint32_t b) { return a >= b ? a - b : a + (kP - b); }
+inline uint32_t sub_mod(uint32_t a, uint32_t b) {
+  const uint32_t d = a - b;
+  const uint32_t e = d + kP;
+  return e < d ? e : d;
+}
 inline uint32_t mul_mod(uint32_t a, uint32_t b) { return reduce64(uint64_t{a} * b); }
 // A signed integer as a field element.
 inline uint32_t from_signed(int64_t v) {
@@ -56,8 +66,11 @@ void dot_mod_many(std::span<const uint32_t* const> a, const uint32_t* b, size_t 
 // One value already divided by its scale: clamped to [-127, 127], rounded half away from zero
 // (branch-free, so the activation loops vectorize). Finite input only.
 inline int32_t quantize_value(float scaled) {
-  const float v = scaled < -127.f ? -127.f : (scaled > 127.f ? 127.f : scaled);
-  return static_cast<int32_t>(v + (v >= 0.f ? 0.5f : -0.5f));
+  // A min and a max, then ±0.5 by v's sign bit (for v = -0 that is -0.5, which truncates to 0 as
+  // +0.5 would): vminps / vmaxps and bit operations, no compare masks.
+  const float lo = scaled < -127.f ? -127.f : scaled;
+  const float v = lo > 127.f ? 127.f : lo;
+  return static_cast<int32_t>(v + std::copysign(0.5f, v));
 }
 
 // The request-path loops of an outsourced layer, branch-free and compiled for AVX2 too:

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 
+#include <cmath>
 #include <random>
 #include <set>
 
@@ -27,6 +28,13 @@ TEST(HybridField, ReduceAndMultiplyMatchWideArithmetic) {
     EXPECT_EQ(mul_mod(a, b), static_cast<uint32_t>((static_cast<unsigned __int128>(a) * b) % kP));
     EXPECT_EQ(add_mod(a, b), static_cast<uint32_t>((uint64_t{a} + b) % kP));
     EXPECT_EQ(sub_mod(a, b), static_cast<uint32_t>((uint64_t{a} + kP - b) % kP));
+  }
+  const uint32_t edges[] = {0u, 1u, 2u, kP / 2, kP / 2 + 1, kP - 2, kP - 1};
+  for (uint32_t a : edges) {
+    for (uint32_t b : edges) {
+      EXPECT_EQ(add_mod(a, b), static_cast<uint32_t>((uint64_t{a} + b) % kP)) << a << " + " << b;
+      EXPECT_EQ(sub_mod(a, b), static_cast<uint32_t>((uint64_t{a} + kP - b) % kP)) << a << " - " << b;
+    }
   }
   EXPECT_EQ(reduce64(~uint64_t{0}), static_cast<uint32_t>(~uint64_t{0} % kP));
   EXPECT_EQ(reduce64(kP), 0u);
@@ -53,6 +61,57 @@ TEST(HybridField, DotAndCentredLift) {
   // The exactness bound: K·127² stays below p/2, one more term would not.
   EXPECT_LT(kMaxExactReduction * 127 * 127, int64_t{kP} / 2);
   EXPECT_GE((kMaxExactReduction + 1) * 127 * 127, int64_t{kP} / 2);
+}
+
+// The request path's vectorized loops against the textbook arithmetic, element by element: random
+// values and the edges (0, ±0.5 steps, ±127 and beyond, -0, p - 1, the centred lift's turning
+// point), every tail length around a vector, each epilogue.
+TEST(HybridField, RequestLoopsMatchScalarArithmetic) {
+  const auto quantized = [](float scaled) {  // clamp, then round half away from zero
+    const float v = scaled < -127.f ? -127.f : (scaled > 127.f ? 127.f : scaled);
+    return static_cast<int32_t>(v >= 0.f ? std::floor(v + 0.5f) : -std::floor(-v + 0.5f));
+  };
+  const auto as_field = [](int64_t v) { return static_cast<uint32_t>(((v % kP) + kP) % kP); };
+  std::mt19937_64 rng(21);
+  std::uniform_real_distribution<float> uni(-140.f, 140.f);
+  const float edges[] = {0.f, -0.f, 0.5f, -0.5f, 0.49999997f, -0.49999997f, 1.5f, -1.5f, 126.5f, -126.5f,
+                         127.f, -127.f, 127.4f, -127.6f, 1e30f, -1e30f, 1e-40f, -1e-40f};
+  for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{7}, int64_t{16}, int64_t{17}, int64_t{33}, int64_t{1000}}) {
+    std::vector<float> x(static_cast<size_t>(n)), residual(static_cast<size_t>(n));
+    std::vector<uint32_t> pad(static_cast<size_t>(n)), y(static_cast<size_t>(n)), u(static_cast<size_t>(n));
+    for (size_t i = 0; i < x.size(); ++i) {
+      x[i] = i < std::size(edges) ? edges[i] : uni(rng);
+      residual[i] = uni(rng);
+      pad[i] = i % 5 == 0 ? kP - 1 : static_cast<uint32_t>(rng() % kP);
+      y[i] = i % 7 == 0 ? kP - 1 : static_cast<uint32_t>(rng() % kP);
+      u[i] = i % 3 == 0 ? (i % 2 == 0 ? kP / 2 : y[i]) : static_cast<uint32_t>(rng() % kP);
+    }
+    // quantize_blind with scale 1 (x is the scaled value) and with 0.5.
+    for (float inv_scale : {1.f, 0.5f}) {
+      std::vector<uint32_t> got(x.size());
+      quantize_blind(x.data(), n, inv_scale, pad.data(), got.data());
+      for (size_t i = 0; i < x.size(); ++i) {
+        const int32_t q = quantized(x[i] * inv_scale);
+        EXPECT_EQ(quantize_value(x[i] * inv_scale), q) << x[i];
+        EXPECT_EQ(got[i], as_field(int64_t{q} + pad[i])) << "n " << n << " x " << x[i];
+      }
+    }
+    const float scale = 0.001f, bias = -0.25f;
+    for (bool sum : {false, true}) {
+      for (bool relu : {false, true}) {
+        std::vector<float> got(x.size());
+        unblind_dequantize(y.data(), u.data(), n, scale, bias, sum ? residual.data() : nullptr, relu, got.data());
+        for (size_t i = 0; i < x.size(); ++i) {
+          const int64_t d = (int64_t{y[i]} - u[i] + kP) % kP;
+          const int64_t centred = d > kP / 2 ? d - kP : d;
+          float want = static_cast<float>(centred) * scale + bias;
+          if (sum) want += residual[i];
+          if (relu) want = want > 0.f ? want : 0.f;
+          EXPECT_EQ(got[i], want) << "n " << n << " i " << i << " sum " << sum << " relu " << relu;
+        }
+      }
+    }
+  }
 }
 
 // Several dot products against one vector in one pass: exact against 128-bit arithmetic for every
