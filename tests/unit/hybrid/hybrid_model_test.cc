@@ -139,6 +139,27 @@ TEST(HybridModel, SmallModelAgreesWithTheFloatEngine) {
   EXPECT_EQ(st.verification_failures, 0);
 }
 
+// Inputs of subnormal magnitude (1 / scale overflows to infinity, and 0 · inf is NaN) with zeros
+// among them, and all-zero inputs, quantize
+// with a usable scale: the request succeeds and agrees with the float engine.
+TEST(HybridModel, TinyAndZeroActivationsQuantizeWithAUsableScale) {
+  Fixture f = make_fixture(40, 4, true, 1, /*fast_backend=*/true);
+  ASSERT_TRUE(f.model);
+  for (float magnitude : {1e-42f, 1e-30f, 0.f}) {
+    SCOPED_TRACE(::testing::Message() << "magnitude " << magnitude);
+    Tensor x = random_input({2, 3, 8, 8}, 5);
+    float* p = x.as<float>();
+    for (int64_t i = 0; i < x.numel(); ++i) p[i] = i % 3 == 0 ? 0.f : (p[i] > 0.f ? magnitude : -magnitude);
+    std::vector<Tensor> want = run_float(f.graph, f.shapes, {x});
+    std::vector<Tensor> got;
+    Status s = run_once(*f.model, x, got);
+    ASSERT_TRUE(s.ok()) << s.to_string();
+    const float* g = got[0].as<float>();
+    for (int64_t i = 0; i < got[0].numel(); ++i) ASSERT_TRUE(std::isfinite(g[i])) << i;
+    EXPECT_LT(relative_error(got[0], want[0]), 0.05);
+  }
+}
+
 // The node -> accelerator-layer mapping for the less common attributes: auto_pad SAME_UPPER with
 // a dilated strided conv, asymmetric pads, a depthwise conv with a clip post-op, a 3-D MatMul
 // input (rows flattened), a Gemm with transB = 0, alpha and beta.
