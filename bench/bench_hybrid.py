@@ -121,9 +121,10 @@ def main() -> int:
     import numpy as np
 
     tenet = tenet_binary(args.tenet)
+    cpu = cpu_description()
     tee_threads = args.tee_threads or args.threads * args.pipeline
     print(f"bench_hybrid: platform sim (INSECURE), accelerator {args.accelerator}, {os.cpu_count()} cores of "
-          f"{cpu_description()}, tenet {tenet}, runs {args.runs} (+{args.warmup} warm-up) x {args.rounds} rounds, hybrid: {args.pipeline} request(s) in flight x "
+          f"{cpu}, tenet {tenet}, runs {args.runs} (+{args.warmup} warm-up) x {args.rounds} rounds, hybrid: {args.pipeline} request(s) in flight x "
           f"{args.threads} thread(s), tee: {tee_threads} thread(s), "
           f"load average {os.getloadavg()[0]:.1f} (other processes share these cores)")
     print("Both modes get the same cores: tee runs one request on all of them, hybrid keeps `pipeline` requests in flight "
@@ -172,7 +173,7 @@ def main() -> int:
                       f"{100 * runs['verify']['outsourced_flops_fraction']:>6.1f}% {rel:>9.4f} | {bar}", flush=True)
                 records.append({"model": name, "side": side, "batch": batch, "images_per_s": ips, "relative_error": rel,
                                 "images_per_s_per_round": per_round, "verify_share": verify_share, "cpu_bar": bar,
-                                "cpu": cpu_description(), "last_round": runs, "platform": "sim (INSECURE)"})
+                                "cpu": cpu, "last_round": runs, "platform": "sim (INSECURE)"})
     print("images/s (medians over rounds); ratios are throughput ratios; verify% = Freivalds time / hybrid+verify latency; "
           "outsrc% = outsourced FLOPs; rel = ||hybrid - tee|| / ||tee|| of the logits (8-bit quantization); bar: the CPU "
           "bar, ver/tee >= 1 - verify%")

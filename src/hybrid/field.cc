@@ -2,6 +2,7 @@
 #include "hybrid/field.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <utility>
@@ -213,7 +214,11 @@ __attribute__((target_clones("avx2", "default"))) void unblind_dequantize(const 
 float quantization_scale(std::span<const float> x) {
   float m = 0.f;
   for (float v : x) m = std::max(m, std::fabs(v));
-  return m > 0.f ? m / static_cast<float>(kQuantMax) : 1.f;
+  return scale_for_max(m);
+}
+
+float scale_for_max(float max_abs) {
+  return max_abs > 0.f ? std::max(max_abs / static_cast<float>(kQuantMax), FLT_MIN) : 1.f;
 }
 
 void quantize(std::span<const float> x, float scale, std::span<int8_t> q) {

@@ -12,7 +12,6 @@
 //     (lift_centred) is then the exact signed integer product.
 #pragma once
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <span>
@@ -66,8 +65,8 @@ void dot_mod_many(std::span<const uint32_t* const> a, const uint32_t* b, size_t 
 // One value already divided by its scale: clamped to [-127, 127], rounded half away from zero
 // (branch-free, so the activation loops vectorize). Finite input only.
 inline int32_t quantize_value(float scaled) {
-  // A min and a max, then ±0.5 by v's sign bit (for v = -0 that is -0.5, which truncates to 0 as
-  // +0.5 would): vminps / vmaxps and bit operations, no compare masks.
+  // Two selects, then ±0.5 by v's sign bit (for v = -0 that is -0.5, which truncates to 0 as +0.5
+  // would) instead of a third select on v >= 0.
   const float lo = scaled < -127.f ? -127.f : scaled;
   const float v = lo > 127.f ? 127.f : lo;
   return static_cast<int32_t>(v + std::copysign(0.5f, v));
@@ -86,8 +85,12 @@ void unblind_dequantize(const uint32_t* y, const uint32_t* u, int64_t count, flo
                         float* dst);
 
 // Per-tensor symmetric 8-bit quantization: q = quantize_value(x / scale) with
-// scale = max|x| / 127 (1 when x is all zeros). Non-finite inputs are rejected by the caller.
+// scale = scale_for_max(max|x|). Non-finite inputs are rejected by the caller.
 float quantization_scale(std::span<const float> x);
+// max_abs / 127, at least FLT_MIN (for subnormal values max_abs / 127 would make 1 / scale
+// infinite, and a zero times it NaN; they all quantize to 0 then, as they would round there
+// anyway); 1 when max_abs is 0.
+float scale_for_max(float max_abs);
 void quantize(std::span<const float> x, float scale, std::span<int8_t> q);
 
 // Per-output-channel quantization of a weight matrix of `rows` rows (output channels) of

@@ -167,9 +167,7 @@ class OutsourcedKernel final : public cpu::Kernel {
       if (max_bits >= 0x7f800000u) return fail_layer(invalid_argument("non-finite activation in the layer's input"));
       float max_abs;
       std::memcpy(&max_abs, &max_bits, sizeof(max_abs));
-      // At least FLT_MIN: for subnormal activations max|x| / 127 would make 1 / scale infinite
-      // (and a zero times it NaN); they all quantize to 0 then, as they would round there anyway.
-      x_scales_[static_cast<size_t>(i)] = max_abs > 0.f ? std::max(max_abs / static_cast<float>(kQuantMax), FLT_MIN) : 1.f;
+      x_scales_[static_cast<size_t>(i)] = scale_for_max(max_abs);
     }
     MaskVault& vault = *runtime_->vault();
     const bool blind = !runtime_->options().insecure_no_blinding;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 
+#include <cfloat>
 #include <cmath>
 #include <random>
 #include <set>
@@ -182,6 +183,13 @@ TEST(HybridField, Quantization) {
   EXPECT_EQ(quantize_value(1e30f), 127);
   EXPECT_EQ(quantize_value(-1e30f), -127);
   EXPECT_FLOAT_EQ(quantization_scale(std::vector<float>(4, 0.f)), 1.f);
+  // Subnormal magnitudes (activations, and weight rows through quantization_scale) get a scale
+  // whose inverse is finite.
+  EXPECT_EQ(scale_for_max(1e-42f), FLT_MIN);
+  EXPECT_EQ(quantization_scale(std::vector<float>{0.f, -1e-42f}), FLT_MIN);
+  EXPECT_TRUE(std::isfinite(1.f / scale_for_max(1e-44f)));
+  EXPECT_EQ(scale_for_max(127.f), 1.f);
+  EXPECT_EQ(scale_for_max(0.f), 1.f);
   QuantizedWeights w = quantize_rows(std::vector<float>{1.f, -0.5f, 0.f, 0.f, 4.f, 2.f}, 3, 2);
   EXPECT_EQ(w.values, (std::vector<int8_t>{127, -64, 0, 0, 127, 64}));
   EXPECT_FLOAT_EQ(w.scales[0], 1.f / 127.f);
